@@ -1,0 +1,161 @@
+"""One frozen, typed settings object, every field settable by an environment variable.
+
+Variables are ``MEDIAVEC_<GROUP>__<FIELD>`` (for example ``MEDIAVEC_KAFKA__BOOTSTRAP_SERVERS``,
+``MEDIAVEC_FETCH__MAX_BYTES``) or ``MEDIAVEC_<FIELD>`` for top-level fields. Secrets are
+``SecretStr``: they print as ``**********`` and only ``.get_secret_value()`` reveals them.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(BaseModel):
+    model_config = _FROZEN
+    bootstrap_servers: str = "127.0.0.1:19092"
+    client_id: str = "mediavec"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    oauthbearer_config: SecretStr | None = None
+    transaction_timeout_ms: int = 120_000
+    max_poll_interval_ms: int = 300_000
+    session_timeout_ms: int = 45_000
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings common to producers, consumers and the admin client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password,
+            "sasl.oauthbearer.config": self.oauthbearer_config,
+        }
+        for key, value in optional.items():
+            if value is not None:
+                conf[key] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return conf
+
+
+class TopicSettings(BaseModel):
+    model_config = _FROZEN
+    prefix: str = Field("", description="Prepended to every topic name (isolates tests and tenants).")
+    requests_partitions: int = 8
+    frames_partitions: int = 16
+    vectors_partitions: int = 16
+    dlq_partitions: int = 4
+    replication_factor: int = 1
+
+
+class FetchSettings(BaseModel):
+    model_config = _FROZEN
+    concurrency: int = 64
+    per_host_concurrency: int = 8
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 20.0
+    total_deadline_s: float = 60.0
+    max_bytes: int = 50 * 1024 * 1024
+    max_redirects: int = 5
+    retries: int = 3
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 5.0
+    max_pixels: int = 64_000_000
+    max_side: int = 1024
+    jpeg_quality: int = 90
+    decode_workers: int = 2
+    allow_hosts: tuple[str, ...] = Field((), description="Hostnames exempt from the address guard.")
+    allow_cidrs: tuple[str, ...] = Field((), description="Networks exempt from the address guard.")
+    user_agent: str = "mediavec/0.1 (+https://mediavec.dev)"
+
+
+class ModelSettings(BaseModel):
+    model_config = _FROZEN
+    arch: str = Field("ViT-B-32", description="open_clip architecture name.")
+    pretrained: str = Field("openai", description="open_clip pretrained tag, looked up in model_dir or the hub cache.")
+    model_dir: Path | None = Field(None, description="Directory holding checkpoints (see README: model weights).")
+    allow_random_weights: bool = Field(False, description="Run on random weights when none are found (demo/tests).")
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "fp16"] = "auto"
+
+
+class EmbedSettings(BaseModel):
+    model_config = _FROZEN
+    batch_size: int = 64
+    batch_deadline_s: float = 0.5
+
+
+class SinkSettings(BaseModel):
+    model_config = _FROZEN
+    batch_size: int = 128
+    batch_deadline_s: float = 0.5
+
+
+class QdrantSettings(BaseModel):
+    model_config = _FROZEN
+    url: str | None = Field(None, description="Qdrant server URL; unset means the embedded store.")
+    api_key: SecretStr | None = None
+    path: Path | None = Field(None, description="Embedded store directory (default DATA_DIR/qdrant).")
+    backend: Literal["edge", "local"] = Field("edge", description="Embedded backend when url is unset.")
+
+
+class PostgresSettings(BaseModel):
+    model_config = _FROZEN
+    dsn: SecretStr | None = Field(None, description="libpq DSN; unset means the local dev stack.")
+
+
+class DevStackSettings(BaseModel):
+    model_config = _FROZEN
+    kafka_port: int = 19092
+    controller_port: int = 19093
+    postgres_port: int = 15432
+    kafka_heap: str = "768m"
+
+
+class Settings(BaseSettings):
+    """Every setting of every mediavec service."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDIAVEC_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+    data_dir: Path = Field(Path(".mediavec"), description="Local state: dev stack, embedded stores.")
+    metrics_port: int = Field(0, description="Prometheus port for this worker; 0 picks none.")
+    log_level: str = "INFO"
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    fetch: FetchSettings = FetchSettings()
+    model: ModelSettings = ModelSettings()
+    embed: EmbedSettings = EmbedSettings()
+    sink: SinkSettings = SinkSettings()
+    qdrant: QdrantSettings = QdrantSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    devstack: DevStackSettings = DevStackSettings()
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.qdrant.path or self.data_dir / "qdrant"
+
+
+@cache
+def load_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,67 @@
+"""The contract between the Kafka runner and a stage's pure transform.
+
+A stage receives a batch of :class:`InputRecord` (already polled, in offset order per
+partition) and returns one result per input, in the same order: a list of
+:class:`OutputRecord` (possibly empty) or a :class:`Failure`, which the runner routes to the
+DLQ with the original bytes. Nothing here imports Kafka, so transforms are testable in a line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Union
+
+from schemas.models import Header
+
+TopicKey = Literal["requests", "frames", "vectors", "dlq"]
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[Header, ...] = ()
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    topic: TopicKey  # logical topic, resolved by streams.topics
+    key: bytes
+    value: bytes
+    headers: tuple[Header, ...] = ()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Input that can never succeed as it is: goes to the DLQ, never retried by the runner."""
+
+    error_class: str  # stable, machine-readable: http_404, not_an_image, pixel_bomb, ...
+    reason: str  # readable, free of secrets
+    media_id: str = ""
+    details: dict[str, str] = field(default_factory=dict)
+
+
+Result = Union[list[OutputRecord], Failure]
+
+
+class RetryBatch(Exception):
+    """Raised by a transform when the whole batch should be retried (a transient fault)."""
+
+
+class Stage(Protocol):
+    name: str  # fetch, embed, ...
+    input_topic: TopicKey
+
+    def start(self) -> None:
+        """Build heavy things (models, HTTP sessions) inside the worker process."""
+
+    def process(self, batch: Sequence[InputRecord]) -> list[Result]:
+        """Transform a batch; exactly one result per input, in input order."""
+
+    def close(self) -> None:
+        """Release what start() built."""
