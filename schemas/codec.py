@@ -132,9 +132,7 @@ def encode_vector_batch(batch: VectorBatch) -> bytes:
 
 def decode_vector_batch(data: bytes) -> VectorBatch:
     rec = _decode("vector_batch", data)
-    rows = tuple(
-        VectorRow(**{**r, "box": tuple(r["box"]) if r["box"] is not None else None}) for r in rec["rows"]
-    )
+    rows = tuple(VectorRow(**{**r, "box": tuple(r["box"]) if r["box"] is not None else None}) for r in rec["rows"])
     dim = rec["dim"]
     raw = rec["vectors"]
     if dim <= 0 or len(raw) != 2 * dim * len(rows):

@@ -134,9 +134,7 @@ class DevStackSettings(BaseModel):
 class Settings(BaseSettings):
     """Every setting of every mediavec service."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MEDIAVEC_", env_nested_delimiter="__", frozen=True, extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="MEDIAVEC_", env_nested_delimiter="__", frozen=True, extra="forbid")
     data_dir: Path = Field(Path(".mediavec"), description="Local state: dev stack, embedded stores.")
     metrics_port: int = Field(0, description="Prometheus port for this worker; 0 picks none.")
     log_level: str = "INFO"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Union
+from typing import Literal, Protocol
 
 from schemas.models import Header
 
@@ -46,7 +46,7 @@ class Failure:
     details: dict[str, str] = field(default_factory=dict)
 
 
-Result = Union[list[OutputRecord], Failure]
+Result = list[OutputRecord] | Failure
 
 
 class RetryBatch(Exception):

@@ -1,0 +1,1 @@
+"""Kafka plumbing: topics, settings, serde glue, the transactional runner, the DLQ."""

@@ -1,0 +1,49 @@
+"""Classify Kafka client errors before acting on them (retry, abort and rewind, or exit).
+
+Kept free of I/O so the classification is testable without a broker: confluent-kafka's
+``KafkaError`` can be built by hand with the flags the client would set.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+
+from confluent_kafka import KafkaError, KafkaException
+
+
+class Action(enum.Enum):
+    RETRY = "retry"  # transient: same call again after a backoff
+    ABORT = "abort"  # abort the transaction, rewind the consumer, process the batch again
+    FATAL = "fatal"  # the producer is fenced or broken: exit and let the supervisor restart us
+
+
+class FatalKafkaError(RuntimeError):
+    """The worker cannot continue (fenced producer, fatal client error)."""
+
+
+_FENCED = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+}
+
+
+def classify(exc: BaseException) -> Action:
+    """What to do about an exception raised by a producer or consumer call."""
+    if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
+        return Action.FATAL
+    err: KafkaError = exc.args[0]
+    if err.fatal() or err.code() in _FENCED:
+        return Action.FATAL
+    if err.txn_requires_abort():
+        return Action.ABORT
+    if err.retriable():
+        return Action.RETRY
+    return Action.ABORT
+
+
+def backoff_s(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
+    """Exponential backoff with full jitter (attempt counts from 1)."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))

@@ -1,0 +1,65 @@
+"""Client factories: every producer, consumer and admin client is configured here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from streams.settings import Settings
+
+
+def group_id(settings: Settings, name: str) -> str:
+    """Consumer group of a stage (the topic prefix isolates tenants and tests)."""
+    return f"{settings.topics.prefix}mediavec.{name}"
+
+
+def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
+    conf = {
+        **settings.kafka.client_config(),
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "max.poll.interval.ms": settings.kafka.max_poll_interval_ms,
+        "session.timeout.ms": settings.kafka.session_timeout_ms,
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        **overrides,
+    }
+    return Consumer(conf)
+
+
+def transactional_producer(settings: Settings, transactional_id: str, **overrides: Any) -> Producer:
+    conf = {
+        **settings.kafka.client_config(),
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": settings.kafka.transaction_timeout_ms,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.max.bytes": 10 * 1024 * 1024,
+        **overrides,
+    }
+    return Producer(conf)
+
+
+def producer(settings: Settings, **overrides: Any) -> Producer:
+    """Idempotent, non-transactional producer (publishing requests, redriving the DLQ)."""
+    conf = {
+        **settings.kafka.client_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 10,
+        "compression.type": "lz4",
+        "message.max.bytes": 10 * 1024 * 1024,
+        **overrides,
+    }
+    return Producer(conf)
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka.client_config())

@@ -1,0 +1,31 @@
+"""Prometheus metrics shared by every worker; served when settings.metrics_port is set."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+logger = logging.getLogger(__name__)
+
+EVENTS_IN = Counter("mediavec_events_in_total", "Events consumed", ["stage"])
+EVENTS_OUT = Counter("mediavec_events_out_total", "Events produced or stored", ["stage"])
+DLQ = Counter("mediavec_dlq_total", "Events routed to the DLQ", ["stage", "cause"])
+BATCH_SIZE = Histogram(
+    "mediavec_batch_size", "Events per processed batch", ["stage"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+)
+BATCH_FILL_S = Histogram("mediavec_batch_fill_seconds", "Time to fill a batch", ["stage"])
+PROCESS_S = Histogram("mediavec_process_seconds", "Transform time per batch", ["stage"])
+TXN = Counter("mediavec_transactions_total", "Transactions by outcome", ["stage", "outcome"])
+LAG = Gauge("mediavec_consumer_lag", "Messages behind the high watermark", ["stage", "topic", "partition"])
+BYTES_DOWNLOADED = Counter("mediavec_bytes_downloaded_total", "Bytes downloaded by the fetch stage")
+
+_served: set[int] = set()
+
+
+def serve(port: int) -> None:
+    """Start the /metrics endpoint once per process (port 0: do nothing)."""
+    if port and port not in _served:
+        start_http_server(port, addr="0.0.0.0")
+        _served.add(port)
+        logger.info("metrics on :%d/metrics", port)

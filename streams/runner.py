@@ -1,0 +1,327 @@
+"""The consume-transform-produce runner with exactly-once effect between Kafka topics.
+
+Commit order (per batch): begin transaction -> produce every output and dead letter ->
+send the consumed offsets to the same transaction -> commit. Downstream consumers read
+``read_committed``, so a batch's outputs (a request that fans out into many frames included)
+become visible all at once or not at all. On an abortable error the transaction is aborted and
+the consumer rewound to the batch's first offsets, so the batch is processed again; a fenced or
+fatal producer exits and the supervisor restarts the worker. The transactional id is stable per
+worker instance, so a restarted worker aborts whatever its killed predecessor left open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from schemas import Header
+from streams import metrics
+from streams.dlq import dead_letter
+from streams.errors import Action, FatalKafkaError, backoff_s, classify
+from streams.kafka import consumer as make_consumer
+from streams.kafka import group_id, transactional_producer
+from streams.settings import Settings
+from streams.stage import Failure, InputRecord, OutputRecord, RetryBatch, Stage
+from streams.topics import topics
+
+logger = logging.getLogger(__name__)
+
+MAX_STAGE_RETRIES = 5
+MAX_COMMIT_RETRIES = 5
+
+
+def _header_pairs(msg: Message) -> list[tuple[str, str | bytes | None]]:
+    raw = msg.headers() or []
+    return list(raw.items()) if isinstance(raw, dict) else list(raw)
+
+
+def to_input(msg: Message) -> InputRecord:
+    headers = tuple(Header(k, v.encode() if isinstance(v, str) else v) for k, v in _header_pairs(msg))
+    return InputRecord(
+        topic=msg.topic() or "",
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        key=msg.key(),
+        value=msg.value() or b"",
+        headers=headers,
+        timestamp_ms=msg.timestamp()[1],
+    )
+
+
+class InstanceLock:
+    """One worker per transactional id on a host: two would fence each other forever."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{name}.lock"
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> None:
+        fh = self.path.open("w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise RuntimeError(
+                f"worker instance {self.path.stem} already runs on this host; pass another --instance"
+            ) from None
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class TransactionalRunner:
+    """Runs one :class:`Stage` as a member of its consumer group until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stage: Stage,
+        *,
+        batch_size: int,
+        batch_deadline_s: float,
+        instance: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stage = stage
+        self.topics = topics(settings)
+        self.input = self.topics.by_name(stage.input_topic)
+        self.group = group_id(settings, stage.name)
+        self.instance = instance or socket.gethostname()
+        self.transactional_id = f"{self.group}.{self.instance}"
+        self.batch_size = batch_size
+        self.batch_deadline_s = batch_deadline_s
+        self._buffer: list[Message] = []
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._last_lag_update = 0.0
+        self.committed_batches = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        lock = InstanceLock(self.settings.data_dir / "locks", self.transactional_id)
+        lock.acquire()
+        try:
+            self.stage.start()
+            self._producer = transactional_producer(self.settings, self.transactional_id)
+            self._producer.init_transactions(60)
+            self._consumer = make_consumer(self.settings, self.group)
+            self._consumer.subscribe([self.input.name], on_revoke=self._on_revoke, on_lost=self._on_revoke)
+            logger.info("%s worker %s consuming %s", self.stage.name, self.transactional_id, self.input.name)
+            while not stop.is_set():
+                batch = self._fill(stop)
+                if batch:
+                    self._process(batch)
+                self._update_lag()
+        finally:
+            self._shutdown()
+            lock.release()
+
+    def _shutdown(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+        if self._producer is not None:
+            self._producer.flush(10)
+        self.stage.close()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        before = len(self._buffer)
+        self._buffer = [m for m in self._buffer if (m.topic(), m.partition()) not in gone]
+        if before != len(self._buffer):
+            logger.info("rebalance: dropped %d buffered events of revoked partitions", before - len(self._buffer))
+
+    # -- batching -------------------------------------------------------------------------------
+
+    def _fill(self, stop: threading.Event) -> list[Message]:
+        """Poll until the batch is full or its deadline (counted from its first event) passes."""
+        assert self._consumer is not None
+        started = time.monotonic()
+        deadline: float | None = None
+        while len(self._buffer) < self.batch_size and not stop.is_set():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            timeout = 0.5 if deadline is None else max(0.0, deadline - now)
+            msgs = self._consumer.consume(self.batch_size - len(self._buffer), timeout=timeout)
+            for m in msgs:
+                err = m.error()
+                if err is None:
+                    self._buffer.append(m)
+                elif err.fatal():
+                    raise FatalKafkaError(str(err))
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("consumer error: %s", err)
+            if self._buffer and deadline is None:
+                deadline = time.monotonic() + self.batch_deadline_s
+            if deadline is None:
+                return []  # idle: give the caller a chance to stop
+        batch, self._buffer = self._buffer, []
+        if batch:
+            metrics.BATCH_FILL_S.labels(self.stage.name).observe(time.monotonic() - started)
+        return batch
+
+    # -- one batch ------------------------------------------------------------------------------
+
+    def _process(self, batch: list[Message]) -> None:
+        records = [to_input(m) for m in batch]
+        metrics.EVENTS_IN.labels(self.stage.name).inc(len(records))
+        metrics.BATCH_SIZE.labels(self.stage.name).observe(len(records))
+        results = self._transform(records)
+        if results is None:
+            self._rewind(batch)
+            return
+        outputs = self._outputs(records, results)
+        if self._commit(outputs, batch):
+            self.committed_batches += 1
+            metrics.EVENTS_OUT.labels(self.stage.name).inc(sum(1 for o in outputs if o.topic != "dlq"))
+            for r in results:
+                if isinstance(r, Failure):
+                    metrics.DLQ.labels(self.stage.name, r.error_class).inc()
+        else:
+            self._rewind(batch)
+
+    def _transform(self, records: list[InputRecord]) -> Sequence[list[OutputRecord] | Failure] | None:
+        for attempt in range(1, MAX_STAGE_RETRIES + 1):
+            t0 = time.monotonic()
+            try:
+                results = self.stage.process(records)
+            except RetryBatch as exc:
+                wait = backoff_s(attempt, base=0.5)
+                logger.warning(
+                    "%s: batch retry %d/%d in %.1fs: %s", self.stage.name, attempt, MAX_STAGE_RETRIES, wait, exc
+                )
+                time.sleep(wait)
+                continue
+            metrics.PROCESS_S.labels(self.stage.name).observe(time.monotonic() - t0)
+            if len(results) != len(records):
+                raise RuntimeError(f"{self.stage.name} returned {len(results)} results for {len(records)} inputs")
+            return results
+        raise FatalKafkaError(f"{self.stage.name}: batch failed {MAX_STAGE_RETRIES} times; exiting for a restart")
+
+    def _outputs(
+        self, records: list[InputRecord], results: Sequence[list[OutputRecord] | Failure]
+    ) -> list[OutputRecord]:
+        out: list[OutputRecord] = []
+        for record, result in zip(records, results, strict=True):
+            if isinstance(result, Failure):
+                logger.info(
+                    "%s: %s/%d@%d -> DLQ %s: %s",
+                    self.stage.name,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    result.error_class,
+                    result.reason,
+                )
+                out.append(dead_letter(record, self.stage.name, result))
+            else:
+                out.extend(result)
+        return out
+
+    def _commit(self, outputs: list[OutputRecord], batch: list[Message]) -> bool:
+        """Produce outputs and commit the batch's offsets in one transaction; False means rewind."""
+        assert self._producer is not None and self._consumer is not None
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+            for o in outputs:
+                self._produce(o)
+            offsets = _next_offsets(batch)
+            producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 60)
+            self._commit_with_retries()
+            metrics.TXN.labels(self.stage.name, "commit").inc()
+            return True
+        except KafkaException as exc:
+            action = classify(exc)
+            if action is Action.FATAL:
+                raise FatalKafkaError(f"{self.stage.name}: {exc}") from exc
+            logger.warning("%s: aborting transaction (%s)", self.stage.name, exc)
+            self._abort()
+            return False
+
+    def _commit_with_retries(self) -> None:
+        assert self._producer is not None
+        for attempt in range(1, MAX_COMMIT_RETRIES + 1):
+            try:
+                self._producer.commit_transaction(60)
+                return
+            except KafkaException as exc:
+                if classify(exc) is not Action.RETRY or attempt == MAX_COMMIT_RETRIES:
+                    raise
+                time.sleep(backoff_s(attempt))
+
+    def _abort(self) -> None:
+        assert self._producer is not None
+        try:
+            self._producer.abort_transaction(60)
+            metrics.TXN.labels(self.stage.name, "abort").inc()
+        except KafkaException as exc:
+            if classify(exc) is Action.FATAL:
+                raise FatalKafkaError(str(exc)) from exc
+            raise
+
+    def _produce(self, o: OutputRecord) -> None:
+        assert self._producer is not None
+        name = self.topics.by_name(o.topic).name
+        headers: list[tuple[str, str | bytes | None]] = [(h.key, h.value) for h in o.headers]
+        while True:
+            try:
+                self._producer.produce(name, key=o.key, value=o.value, headers=headers or None)
+                return
+            except BufferError:
+                self._producer.poll(0.1)  # local queue full: let deliveries drain
+
+    def _rewind(self, batch: list[Message]) -> None:
+        """Seek every partition of the batch back to its first offset, to process it again."""
+        assert self._consumer is not None
+        first: dict[tuple[str, int], int] = {}
+        for m in batch:
+            key = (m.topic() or "", m.partition() or 0)
+            first[key] = min(first.get(key, m.offset() or 0), m.offset() or 0)
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        for (topic, partition), offset in first.items():
+            if (topic, partition) in assigned:
+                try:
+                    self._consumer.seek(TopicPartition(topic, partition, offset))
+                except KafkaException as exc:
+                    logger.warning("rewind of %s/%d failed: %s", topic, partition, exc)
+        self._buffer = []
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if self._consumer is None or now - self._last_lag_update < 5:
+            return
+        self._last_lag_update = now
+        try:
+            for tp in self._consumer.position(self._consumer.assignment()):
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    metrics.LAG.labels(self.stage.name, tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
+        except KafkaException as exc:
+            logger.debug("lag update failed: %s", exc)
+
+
+def _next_offsets(batch: list[Message]) -> list[TopicPartition]:
+    nxt: dict[tuple[str, int], int] = {}
+    for m in batch:
+        key = (m.topic() or "", m.partition() or 0)
+        nxt[key] = max(nxt.get(key, 0), (m.offset() or 0) + 1)
+    return [TopicPartition(t, p, o) for (t, p), o in nxt.items()]
+
+
+def default_instance() -> str:
+    return os.environ.get("HOSTNAME") or socket.gethostname()

@@ -1,0 +1,165 @@
+"""Kafka -> store runner: write, wait for the store's ack, then record the offsets in the store.
+
+Commit order (per batch): split the batch into good records and failures (pure) -> publish the
+failures to the DLQ and wait for the broker's ack -> write the good records to the store and
+record the next offsets *in the store* (``StoreSink.write``) -> commit the same offsets to the
+consumer group, for lag monitoring only. On every assignment the runner seeks to the offsets the
+store recorded, so a restart resumes from what the store really holds; deterministic point ids
+make any re-read an overwrite. A crash between the DLQ ack and the store write can repeat a DLQ
+entry (at least once there), never lose one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from streams import metrics
+from streams.dlq import dead_letter
+from streams.errors import FatalKafkaError
+from streams.kafka import consumer as make_consumer
+from streams.kafka import group_id, producer
+from streams.runner import to_input
+from streams.settings import Settings
+from streams.stage import Failure, InputRecord, TopicKey
+from streams.topics import topics
+
+logger = logging.getLogger(__name__)
+
+Offsets = dict[tuple[str, int], int]
+
+
+class StoreSink(Protocol):
+    name: str
+    input_topic: TopicKey
+
+    def start(self) -> None:
+        """Open the store (inside the worker process)."""
+
+    def split(self, records: Sequence[InputRecord]) -> tuple[list[InputRecord], list[tuple[InputRecord, Failure]]]:
+        """Separate decodable records from failures, with no side effect."""
+
+    def write(self, records: Sequence[InputRecord], offsets: Offsets) -> None:
+        """Write records durably, then record ``offsets`` (next offset per partition) in the store."""
+
+    def load_offsets(self) -> Offsets:
+        """The offsets this sink recorded in its store."""
+
+    def close(self) -> None: ...
+
+
+class StoreSinkRunner:
+    def __init__(self, settings: Settings, sink: StoreSink, *, batch_size: int, batch_deadline_s: float) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.topics = topics(settings)
+        self.input = self.topics.by_name(sink.input_topic)
+        self.group = group_id(settings, sink.name)
+        self.batch_size = batch_size
+        self.batch_deadline_s = batch_deadline_s
+        self._buffer: list[Message] = []
+        self._consumer: Consumer | None = None
+        self._dlq = producer(settings)
+        self.written_batches = 0
+
+    def run(self, stop: threading.Event) -> None:
+        self.sink.start()
+        self._consumer = make_consumer(self.settings, self.group)
+        self._consumer.subscribe(
+            [self.input.name], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        logger.info("%s consuming %s", self.sink.name, self.input.name)
+        try:
+            while not stop.is_set():
+                batch = self._fill(stop)
+                if batch:
+                    self._apply(batch)
+        finally:
+            self._consumer.close()
+            self._dlq.flush(10)
+            self.sink.close()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self.sink.load_offsets()
+        for tp in partitions:
+            if (tp.topic, tp.partition) in stored:
+                tp.offset = stored[(tp.topic, tp.partition)]
+        logger.info("%s assigned %s", self.sink.name, [(tp.partition, tp.offset) for tp in partitions])
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._buffer = [m for m in self._buffer if (m.topic(), m.partition()) not in gone]
+
+    def _fill(self, stop: threading.Event) -> list[Message]:
+        assert self._consumer is not None
+        deadline: float | None = None
+        while len(self._buffer) < self.batch_size and not stop.is_set():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            timeout = 0.5 if deadline is None else max(0.0, deadline - now)
+            for m in self._consumer.consume(self.batch_size - len(self._buffer), timeout=timeout):
+                err = m.error()
+                if err is None:
+                    self._buffer.append(m)
+                elif err.fatal():
+                    raise FatalKafkaError(str(err))
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("consumer error: %s", err)
+            if self._buffer and deadline is None:
+                deadline = time.monotonic() + self.batch_deadline_s
+            if deadline is None:
+                return []
+        batch, self._buffer = self._buffer, []
+        return batch
+
+    def _apply(self, batch: list[Message]) -> None:
+        assert self._consumer is not None
+        records = [to_input(m) for m in batch]
+        metrics.EVENTS_IN.labels(self.sink.name).inc(len(records))
+        metrics.BATCH_SIZE.labels(self.sink.name).observe(len(records))
+        good, failures = self.sink.split(records)
+        self._dead_letters(failures)
+        offsets = _next_offsets(records)
+        t0 = time.monotonic()
+        self.sink.write(good, offsets)
+        metrics.PROCESS_S.labels(self.sink.name).observe(time.monotonic() - t0)
+        metrics.EVENTS_OUT.labels(self.sink.name).inc(len(good))
+        self.written_batches += 1
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=True)
+        except KafkaException as exc:  # advisory only: the store holds the real offsets
+            logger.debug("advisory commit failed: %s", exc)
+
+    def _dead_letters(self, failures: list[tuple[InputRecord, Failure]]) -> None:
+        if not failures:
+            return
+        dlq = self.topics.dlq.name
+        for record, failure in failures:
+            out = dead_letter(record, self.sink.name, failure)
+            self._dlq.produce(dlq, key=out.key, value=out.value)
+            metrics.DLQ.labels(self.sink.name, failure.error_class).inc()
+            logger.info(
+                "%s: %s/%d@%d -> DLQ %s",
+                self.sink.name,
+                record.topic,
+                record.partition,
+                record.offset,
+                failure.error_class,
+            )
+        if self._dlq.flush(30):
+            raise FatalKafkaError("dead letters not acknowledged by the broker")
+
+
+def _next_offsets(records: list[InputRecord]) -> Offsets:
+    nxt: Offsets = {}
+    for r in records:
+        nxt[(r.topic, r.partition)] = max(nxt.get((r.topic, r.partition), 0), r.offset + 1)
+    return nxt

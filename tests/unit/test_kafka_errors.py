@@ -1,0 +1,70 @@
+"""Error classification and settings, without a broker."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from pydantic import SecretStr
+
+from streams.errors import Action, backoff_s, classify
+from streams.settings import KafkaSettings, Settings
+from streams.topics import topics
+
+
+def _exc(code: int, **flags: bool) -> KafkaException:
+    return KafkaException(KafkaError(code, "x", **flags))
+
+
+@pytest.mark.parametrize(
+    ("exc", "action"),
+    [
+        (_exc(KafkaError._TIMED_OUT, retriable=True), Action.RETRY),
+        (_exc(KafkaError.COORDINATOR_NOT_AVAILABLE, retriable=True), Action.RETRY),
+        (_exc(KafkaError._STATE, txn_requires_abort=True), Action.ABORT),
+        (_exc(KafkaError.ILLEGAL_GENERATION, txn_requires_abort=True), Action.ABORT),
+        (_exc(KafkaError._FENCED, fatal=True), Action.FATAL),
+        (_exc(KafkaError.PRODUCER_FENCED), Action.FATAL),
+        (_exc(KafkaError.INVALID_PRODUCER_EPOCH), Action.FATAL),
+        (_exc(KafkaError.UNKNOWN_TOPIC_OR_PART), Action.ABORT),
+        (RuntimeError("not kafka"), Action.FATAL),
+    ],
+)
+def test_classify(exc: BaseException, action: Action) -> None:
+    assert classify(exc) is action
+
+
+def test_backoff_is_bounded_jittered_and_grows() -> None:
+    assert all(
+        0 <= backoff_s(a, base=0.1, cap=2.0) <= min(2.0, 0.1 * 2 ** (a - 1)) for a in range(1, 12) for _ in range(50)
+    )
+    assert max(backoff_s(8, base=0.1, cap=100) for _ in range(200)) > 0.1 * 2  # later attempts wait longer
+
+
+def test_secrets_are_masked_but_reach_the_client_config() -> None:
+    k = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="u",
+        sasl_password=SecretStr("hunter2-secret"),
+    )
+    assert "hunter2-secret" not in repr(k) and "hunter2-secret" not in str(Settings(kafka=k))
+    assert k.client_config()["sasl.password"] == "hunter2-secret"
+
+
+def test_every_setting_reads_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIAVEC_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("MEDIAVEC_FETCH__MAX_BYTES", "1234")
+    monkeypatch.setenv("MEDIAVEC_TOPICS__PREFIX", "t1.")
+    monkeypatch.setenv("MEDIAVEC_QDRANT__API_KEY", "k-secret")
+    s = Settings()
+    assert s.kafka.bootstrap_servers == "127.0.0.1:1" and s.fetch.max_bytes == 1234
+    assert topics(s).requests.name == "t1.media.requests" and topics(s).dlq.name == "t1.media.dlq"
+    assert s.qdrant.api_key is not None and s.qdrant.api_key.get_secret_value() == "k-secret"
+    assert "k-secret" not in repr(s)
+
+
+def test_topic_names_are_declared_once() -> None:
+    t = topics(Settings())
+    assert [s.name for s in t.all()] == ["media.requests", "media.frames", "vectors", "media.dlq"]
+    assert all(s.dlq == "media.dlq" for s in (t.requests, t.frames, t.vectors))
+    assert t.by_name("frames") is t.frames and t.by_name("media.frames") is t.frames
