@@ -1,0 +1,71 @@
+"""Build and run one stage worker: the glue between a stage's transform and its runner."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Protocol
+
+from streams import metrics
+from streams.admin import ensure_topics
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("fetch", "embed", "sink-qdrant")
+
+
+class Runner(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
+
+def build(stage: str, settings: Settings, instance: str | None = None) -> Runner:
+    """The runner for ``stage``; heavy parts are built later, in the runner's start."""
+    from streams.runner import TransactionalRunner
+    from streams.sink_runner import StoreSinkRunner
+
+    if stage == "fetch":
+        from consumers.fetch.stage import FetchStage
+
+        return TransactionalRunner(
+            settings,
+            FetchStage(settings),
+            batch_size=settings.fetch.concurrency,
+            batch_deadline_s=0.2,
+            instance=instance,
+        )
+    if stage == "embed":
+        from consumers.embed.stage import EmbedStage
+
+        e = settings.embed
+        return TransactionalRunner(
+            settings,
+            EmbedStage(settings),
+            batch_size=e.batch_size,
+            batch_deadline_s=e.batch_deadline_s,
+            instance=instance,
+        )
+    if stage == "sink-qdrant":
+        from consumers.sink_qdrant.sink import QdrantSink
+
+        s = settings.sink
+        return StoreSinkRunner(
+            settings, QdrantSink(settings), batch_size=s.batch_size, batch_deadline_s=s.batch_deadline_s
+        )
+    raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+
+
+def run_worker(stage: str, settings: Settings, instance: str | None = None) -> None:
+    """Run one worker in this process until SIGTERM or SIGINT."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        logger.info("%s: signal %d, stopping after the current batch", stage, signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    metrics.serve(settings.metrics_port)
+    ensure_topics(settings)
+    build(stage, settings, instance).run(stop)

@@ -1,0 +1,1 @@
+"""mediavec tests: unit, integration (real Kafka and PostgreSQL), end to end."""

@@ -1,0 +1,82 @@
+"""Small helpers the integration tests share: read a whole topic, run a worker in a thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.kafka import consumer
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class Msg:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+def read_topic(settings: Settings, topic: str, *, committed_only: bool = True, timeout_s: float = 10.0) -> list[Msg]:
+    """Every message now readable in ``topic`` (read_committed by default), in partition order."""
+    iso = "read_committed" if committed_only else "read_uncommitted"
+    c: Consumer = consumer(settings, "test-reader", **{"isolation.level": iso, "enable.partition.eof": True})
+    try:
+        parts = c.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        pending, out = set(parts), []
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                pending.discard(m.partition())
+                continue
+            out.append(Msg(m.partition() or 0, m.offset() or 0, m.key(), m.value() or b""))
+        assert not pending, f"did not reach the end of {topic} partitions {pending}"
+        return sorted(out, key=lambda x: (x.partition, x.offset))
+    finally:
+        c.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class ThreadWorker:
+    """Runs a runner's ``run(stop)`` in a thread; ``stop()`` ends it and re-raises its error."""
+
+    def __init__(self, runner: object) -> None:
+        self.runner = runner
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        try:
+            self.runner.run(self.stop_event)  # type: ignore[attr-defined]
+        except BaseException as exc:
+            self.error = exc
+
+    def __enter__(self) -> ThreadWorker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(60)
+        if self.error is not None:
+            raise self.error
