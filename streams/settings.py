@@ -7,6 +7,7 @@ Variables are ``MEDIAVEC_<GROUP>__<FIELD>`` (for example ``MEDIAVEC_KAFKA__BOOTS
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -151,6 +152,28 @@ class Settings(BaseSettings):
     @property
     def qdrant_path(self) -> Path:
         return self.qdrant.path or self.data_dir / "qdrant"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as MEDIAVEC_* variables, to hand to a worker process (secrets included)."""
+        env: dict[str, str] = {}
+        for name, value in self:
+            if isinstance(value, BaseModel):
+                for sub, v in value:
+                    if v is not None:
+                        env[f"MEDIAVEC_{name.upper()}__{sub.upper()}"] = _env_value(v)
+            elif value is not None:
+                env[f"MEDIAVEC_{name.upper()}"] = _env_value(value)
+        return env
+
+
+def _env_value(v: Any) -> str:
+    if isinstance(v, SecretStr):
+        return v.get_secret_value()
+    if isinstance(v, (tuple, list, dict)):
+        return json.dumps(list(v) if isinstance(v, tuple) else v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
 
 
 @cache

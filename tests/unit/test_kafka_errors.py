@@ -68,3 +68,17 @@ def test_topic_names_are_declared_once() -> None:
     assert [s.name for s in t.all()] == ["media.requests", "media.frames", "vectors", "media.dlq"]
     assert all(s.dlq == "media.dlq" for s in (t.requests, t.frames, t.vectors))
     assert t.by_name("frames") is t.frames and t.by_name("media.frames") is t.frames
+
+
+def test_settings_survive_the_trip_through_worker_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.settings import FetchSettings, ModelSettings, TopicSettings
+
+    s = Settings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:5", sasl_password=SecretStr("pw")),
+        topics=TopicSettings(prefix="x."),
+        fetch=FetchSettings(allow_cidrs=("127.0.0.1/32",), max_bytes=99),
+        model=ModelSettings(allow_random_weights=True),
+    )
+    for k, v in s.to_env().items():
+        monkeypatch.setenv(k, v)
+    assert Settings() == s

@@ -1,0 +1,1 @@
+"""Benchmarks and load tests; figures go to BENCHMARKS.md."""

@@ -1,0 +1,170 @@
+"""The vector store contract the Qdrant sink and the search command use, whatever the backend.
+
+Commit order (see DESIGN.md, "Exactly-once"): the sink calls :meth:`VectorStore.upsert`, which
+returns only once the points are durable (acknowledged by the server, or flushed to disk by an
+embedded backend), and then :meth:`VectorStore.save_offsets`, which returns only once the offsets
+are durable too. A crash between the two replays the batch on restart; the point ids are
+deterministic (:func:`schemas.ids.point_id`), so the replay overwrites instead of duplicating.
+
+Collections use cosine distance, so the stored vectors are the unit-normalised inputs: a vector
+read back equals the normalised input within fp16 rounding.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+# Kafka offsets: (topic, partition) -> the next offset to read.
+Offsets = dict[tuple[str, int], int]
+
+OFFSETS_COLLECTION = "_mediavec_offsets"  # the server backend's offsets; reserved
+OFFSETS_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://mediavec.dev/sink-offsets/v1")
+_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}$")  # no leading dot: hidden files are ours
+
+
+class VectorStoreError(Exception):
+    """A vector store refused an operation; the message says why."""
+
+
+class DimensionMismatchError(VectorStoreError):
+    """A collection exists with another dimension (or distance) than the one asked for."""
+
+
+class UnknownCollectionError(VectorStoreError):
+    """The collection does not exist (call ensure_collection first)."""
+
+
+class StoreLockedError(VectorStoreError):
+    """Another process has the embedded store directory open."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    """One point read back by id; vector is float32 (normalised) or None when not asked for."""
+
+    id: str
+    vector: np.ndarray | None
+    payload: dict[str, Any]
+
+
+class VectorStore(ABC):
+    """A set of named collections of fp16 vectors plus the sink's applied Kafka offsets."""
+
+    @abstractmethod
+    def ensure_collection(self, name: str, dim: int) -> None:
+        """Create the collection (cosine) if missing; raise DimensionMismatchError if it differs."""
+
+    @abstractmethod
+    def upsert(self, name: str, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
+        """Insert or overwrite points; returns once they are durable."""
+
+    @abstractmethod
+    def search(self, name: str, vector: np.ndarray, limit: int = 10) -> list[Hit]:
+        """The nearest points to one vector, best first."""
+
+    @abstractmethod
+    def count(self, name: str) -> int:
+        """Exact number of points in the collection."""
+
+    @abstractmethod
+    def retrieve(self, name: str, ids: list[str], with_vectors: bool = True) -> list[StoredPoint]:
+        """The points among ids that exist, in the order asked."""
+
+    @abstractmethod
+    def collections(self) -> list[str]:
+        """Names of the vector collections, sorted (internal ones left out)."""
+
+    @abstractmethod
+    def delete_collection(self, name: str) -> None:
+        """Drop a collection and its points; a missing one is not an error."""
+
+    @abstractmethod
+    def load_offsets(self, consumer: str) -> Offsets:
+        """The offsets save_offsets last recorded for this consumer (empty when none)."""
+
+    @abstractmethod
+    def save_offsets(self, consumer: str, offsets: Offsets) -> None:
+        """Record offsets (merged over earlier ones); returns once they are durable."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release files, locks and connections. Idempotent."""
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def check_name(name: str) -> str:
+    """Collection names double as directory names in the edge backend: keep them plain."""
+    if not _NAME.match(name):
+        raise VectorStoreError(f"invalid collection name {name!r}: use letters, digits, '_', '-', '.'")
+    return name
+
+
+def check_consumer(consumer: str) -> str:
+    """Consumer names (Kafka group ids) become file names in the edge backend."""
+    if not _NAME.match(consumer):
+        raise VectorStoreError(f"invalid consumer name {consumer!r}: use letters, digits, '_', '-', '.'")
+    return consumer
+
+
+def canonical_ids(ids: list[str]) -> list[str]:
+    """Ids in canonical UUID spelling, so 'ABC…' and 'abc…' name one point in every backend."""
+    try:
+        return [str(uuid.UUID(i)) for i in ids]
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise VectorStoreError(f"point ids must be UUID strings: {exc}") from exc
+
+
+def check_batch(ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]], dim: int) -> np.ndarray:
+    """Validate one upsert and return the vectors as float32 rows (what both clients take)."""
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise DimensionMismatchError(f"vectors have shape {vectors.shape}, the collection wants (n, {dim})")
+    if not (len(ids) == vectors.shape[0] == len(payloads)):
+        raise VectorStoreError(f"{len(ids)} ids, {vectors.shape[0]} vectors and {len(payloads)} payloads")
+    if len(set(ids)) != len(ids):
+        raise VectorStoreError("duplicate ids in one upsert (keep the last one before calling)")
+    out = np.asarray(vectors, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise VectorStoreError("vectors contain NaN or infinity")
+    return out
+
+
+def check_query(vector: np.ndarray, dim: int) -> list[float]:
+    flat = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if flat.shape[0] != dim:
+        raise DimensionMismatchError(f"query has {flat.shape[0]} dimensions, the collection has {dim}")
+    return [float(x) for x in flat]
+
+
+def offset_point_id(consumer: str, topic: str, partition: int) -> str:
+    """Deterministic id of one (consumer, topic, partition) offset record."""
+    return str(uuid.uuid5(OFFSETS_NAMESPACE, f"{consumer}|{topic}|{partition}"))
+
+
+def check_offsets(offsets: Offsets) -> Offsets:
+    for (topic, partition), offset in offsets.items():
+        if not topic or partition < 0 or offset < 0:
+            raise VectorStoreError(f"invalid offset {topic!r}[{partition}] = {offset}")
+    return offsets

@@ -1,0 +1,1 @@
+"""End-to-end tests: real media through every stage."""

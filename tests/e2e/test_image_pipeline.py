@@ -1,0 +1,188 @@
+"""Real photos through fetch -> embed -> sink-qdrant, each stage its own process, over the real broker.
+
+Exactly the good URLs land in Qdrant (count and ids), every planted bad input is in the DLQ with
+its reason, each stored vector equals the model's own output for that image (cosine >= 0.999),
+the embed worker survives a SIGKILL mid-run, and the canary on 127.0.0.2 is never reached.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from consumers.fetch.decode import decode_image
+from consumers.sink_qdrant.transform import collection_for
+from mediavec.mediaserver import Canary, MediaServer
+from mediavec.progress import RunTracker
+from mediavec.publish import new_run_id, publish
+from mediavec.samples import sample_images
+from mediavec.vectorstore import open_store
+from schemas import MediaRequest, decode_dead_letter, point_id
+from streams.admin import ensure_topics
+from streams.kafka import producer
+from streams.settings import FetchSettings, Settings
+from streams.topics import topics
+from tests.e2e.corpus import Corpus, build_corpus
+from tests.kafkautil import read_topic
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+class Workers:
+    """The three stages as separate OS processes, as in production."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.env = {**os.environ, **settings.to_env()}
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, stage: str) -> None:
+        log = (self.log_dir / f"{stage}.log").open("ab")
+        self.procs[stage] = subprocess.Popen(
+            [sys.executable, "-m", "mediavec.cli", "run", stage, "--instance", "e2e"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self, stage: str) -> None:
+        self.procs[stage].send_signal(signal.SIGKILL)
+        self.procs[stage].wait(30)
+
+    def check_alive(self) -> None:
+        dead = {s: p.returncode for s, p in self.procs.items() if p.poll() is not None}
+        if dead:
+            logs = {s: (self.log_dir / f"{s}.log").read_text()[-3000:] for s in dead}
+            raise AssertionError(f"workers exited: {dead}\n{logs}")
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture
+def e2e_settings(settings: Settings) -> Settings:
+    fetch = FetchSettings(
+        allow_cidrs=("127.0.0.1/32",),
+        connect_timeout_s=1.0,
+        read_timeout_s=1.0,
+        total_deadline_s=8.0,
+        retries=2,
+        backoff_base_s=0.05,
+        per_host_concurrency=16,
+        concurrency=32,
+        max_pixels=40_000_000,
+    )
+    return settings.model_copy(update={"fetch": fetch})
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[MediaServer, Canary, Path]]:
+    root = tmp_path / "media"
+    root.mkdir()
+    with MediaServer(root) as server, Canary() as canary:
+        yield server, canary, root
+
+
+def _requests(corpus: Corpus, run_id: str) -> list[MediaRequest]:
+    urls = {**corpus.good, **{m: u for m, (u, _) in corpus.bad.items()}}
+    return [
+        MediaRequest(media_id=m, url=u, collection="e2e", run_id=run_id, published_at=time.time())
+        for m, u in sorted(urls.items())
+    ]
+
+
+def _publish_invalid(settings: Settings, corpus: Corpus, run_id: str) -> None:
+    p = producer(settings)
+    for media, raw in corpus.invalid_json.items():
+        p.produce(topics(settings).requests.name, key=media.encode(), value=raw.replace(b"RUN", run_id.encode()))
+    assert p.flush(30) == 0
+
+
+def test_images_end_to_end_with_bad_inputs_retries_and_an_embed_crash(
+    e2e_settings: Settings, served: tuple[MediaServer, Canary, Path], tmp_path: Path
+) -> None:
+    settings = e2e_settings
+    server, canary, root = served
+    corpus = build_corpus(root, sample_images(tmp_path / "samples"), server, canary)
+    total = len(corpus.good) + len(corpus.bad) + len(corpus.invalid_json)
+    assert len(corpus.good) >= 200 and (total - len(corpus.good)) / total >= 0.10
+    ensure_topics(settings)
+    workers = Workers(settings, tmp_path)
+    run_id = new_run_id()
+    tracker = RunTracker(settings, run_id, total)
+    try:
+        for stage in ("fetch", "embed", "sink-qdrant"):
+            workers.start(stage)
+        publish(settings, _requests(corpus, run_id), show_progress=False)
+        _publish_invalid(settings, corpus, run_id)
+        killed = False
+        deadline = time.monotonic() + 900
+        while tracker.poll(1.0).done < total:
+            workers.check_alive()
+            assert time.monotonic() < deadline, f"stuck at {tracker.progress}"
+            if not killed and tracker.progress.stored >= 40:
+                workers.kill("embed")  # SIGKILL mid-run, then a restart with the same instance id
+                workers.start("embed")
+                killed = True
+        assert killed, "the run ended before the embed worker could be killed"
+    finally:
+        tracker.close()
+        workers.stop()
+
+    _assert_dlq(settings, corpus)
+    _assert_store(settings, corpus)
+    assert canary.hits == 0, "a refused redirect reached 127.0.0.2"
+    for media, path in corpus.flaky.items():
+        assert server.hits(path) == 2, f"{media}: expected one 500 then one success"
+
+
+def _assert_dlq(settings: Settings, corpus: Corpus) -> None:
+    letters = [decode_dead_letter(m.value) for m in read_topic(settings, topics(settings).dlq.name)]
+    got = {d.media_id: d.error_class for d in letters}
+    expected = {m: cls for m, (_, cls) in corpus.bad.items()} | {m: "invalid_request" for m in corpus.invalid_json}
+    assert got == expected
+    assert len(letters) == len(expected), "a bad input reached the DLQ twice"
+    for d in letters:
+        assert d.stage == "fetch" and d.reason and d.source_topic == topics(settings).requests.name
+        assert d.original_value and d.source_offset >= 0
+
+
+def _assert_store(settings: Settings, corpus: Corpus) -> None:
+    from mediavec.models.clip import ClipEmbedder
+
+    embedder = ClipEmbedder.load(settings.model)
+    ids = {point_id(embedder.model_id, m, 0, "scene", 0): m for m in corpus.good}
+    name = collection_for("e2e", embedder.model_id)
+    with open_store(settings) as store:
+        assert store.collections() == [name]
+        assert store.count(name) == len(corpus.good)
+        points = store.retrieve(name, sorted(ids), with_vectors=True)
+    assert {p.id for p in points} == set(ids)
+    import io
+
+    from PIL import Image
+
+    media = [ids[p.id] for p in points]
+    frames = [decode_image(corpus.files[m].read_bytes(), settings.fetch).jpeg for m in media]
+    expected = embedder.embed_images([Image.open(io.BytesIO(j)).convert("RGB") for j in frames]).astype(np.float32)
+    stored = np.stack([p.vector for p in points]).astype(np.float32)
+    cos = (expected * stored).sum(1) / np.linalg.norm(expected, axis=1) / np.linalg.norm(stored, axis=1)
+    assert cos.min() >= 0.999, f"worst cosine {cos.min():.5f} for {media[int(cos.argmin())]}"
+    for p in points:
+        assert p.payload["media_id"] == ids[p.id] and p.payload["source_url"] == corpus.good[ids[p.id]]
+        assert p.payload["model"] == embedder.model_id and p.payload["collection"] == "e2e"
