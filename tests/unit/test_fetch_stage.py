@@ -1,0 +1,157 @@
+"""FetchStage.process on a mixed batch, against a real local media server (no Kafka)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from PIL import Image
+
+from consumers.fetch.stage import FetchStage
+from mediavec.mediaserver import Canary, MediaServer, write_pixel_bomb
+from mediavec.samples import find_sample_photos
+from schemas.codec import decode_frame, encode_request
+from schemas.models import MediaRequest
+from streams.settings import FetchSettings, Settings
+from streams.stage import Failure, InputRecord, OutputRecord, RetryBatch
+
+PHOTOS = {path.name: path for path in find_sample_photos()[0]}
+BUS = PHOTOS["bus.jpg"]
+COFFEE = PHOTOS["coffee.png"]
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[MediaServer]:
+    shutil.copy(BUS, tmp_path / "bus.jpg")
+    shutil.copy(COFFEE, tmp_path / "coffee.png")
+    write_pixel_bomb(tmp_path / "bomb.png")
+    with MediaServer(tmp_path) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def stage() -> Iterator[FetchStage]:
+    fetch = FetchSettings(allow_cidrs=("127.0.0.1/32",), retries=1, backoff_base_s=0.01, backoff_max_s=0.02)
+    s = FetchStage(Settings(fetch=fetch))
+    s.start()
+    yield s
+    s.close()
+
+
+def record(value: bytes, offset: int) -> InputRecord:
+    return InputRecord(topic="media.requests", partition=0, offset=offset, key=None, value=value)
+
+
+def request(media_id: str, url: str, **fields: object) -> bytes:
+    return encode_request(MediaRequest(media_id=media_id, url=url, **fields))  # type: ignore[arg-type]
+
+
+def test_mixed_batch(server: MediaServer, stage: FetchStage) -> None:
+    with Canary() as canary:
+        values = [
+            request(
+                "bus",
+                server.url("bus.jpg"),
+                collection="street",
+                metadata={"camera": "a"},
+                options={"prompts": ["bus", "person"]},
+                run_id="run-1",
+                published_at=1700000000.5,
+            ),
+            request("missing", server.url("status/404/x.jpg")),
+            b"{not json",
+            request("coffee", server.url("flaky/1/coffee.png")),
+            request("clip", server.url("bus.jpg"), kind="video", start_s=0.0, end_s=2.0),
+            request("page", server.url("html/x.jpg")),
+            request("cut", server.url("truncated/bus.jpg")),
+            request("bomb", server.url("bomb.png")),
+            request("sneaky", server.url("redirect?to=" + quote(canary.url("x.jpg"), safe=""))),
+            request("ftp", "ftp://127.0.0.1/bus.jpg"),
+            json.dumps({"schema_version": 1, "media_id": "no-url", "kind": "image"}).encode(),
+        ]
+        results = stage.process([record(v, i) for i, v in enumerate(values)])
+        assert canary.hits == 0
+
+    assert len(results) == len(values)
+    expected_failures = {
+        1: ("http_404", "missing"),
+        2: ("invalid_request", ""),
+        4: ("unsupported_kind", "clip"),
+        5: ("not_an_image", "page"),
+        6: ("truncated_image", "cut"),
+        7: ("pixel_bomb", "bomb"),
+        8: ("ssrf_refused", "sneaky"),
+        9: ("bad_scheme", "ftp"),
+        10: ("invalid_request", ""),
+    }
+    for index, (error_class, media_id) in expected_failures.items():
+        failure = results[index]
+        assert isinstance(failure, Failure), index
+        assert (failure.error_class, failure.media_id) == (error_class, media_id)
+        assert failure.reason
+
+    bus_out, coffee_out = results[0], results[3]
+    assert isinstance(bus_out, list) and isinstance(coffee_out, list)
+    assert len(bus_out) == len(coffee_out) == 1
+    assert all(isinstance(r, OutputRecord) and r.topic == "frames" for r in bus_out + coffee_out)
+    assert (bus_out[0].key, coffee_out[0].key) == (b"bus", b"coffee")
+
+    bus = decode_frame(bus_out[0].value)
+    assert (bus.media_id, bus.frame_index, bus.timestamp_s, bus.frames_in_media) == ("bus", 0, 0.0, 1)
+    assert (bus.width, bus.height) == (768, 1024)
+    assert Image.open(io.BytesIO(bus.jpeg)).size == (768, 1024)
+    assert bus.source_url == server.url("bus.jpg")
+    assert (bus.collection, bus.metadata, bus.run_id, bus.published_at) == (
+        "street",
+        {"camera": "a"},
+        "run-1",
+        1700000000.5,
+    )
+    assert bus.options == {"prompts": ["bus", "person"]}
+
+    coffee = decode_frame(coffee_out[0].value)
+    assert (coffee.width, coffee.height) == (600, 400)
+    assert coffee.collection == "default"
+    assert server.hits("flaky/1/coffee.png") == 2
+
+    assert stage.outcomes["ok"] == 2 and stage.outcomes["invalid_request"] == 2
+    assert stage.bytes_downloaded >= BUS.stat().st_size + COFFEE.stat().st_size
+
+
+def test_userinfo_stripped_from_frame_and_reason(server: MediaServer, stage: FetchStage) -> None:
+    good = server.url("bus.jpg").replace("http://", "http://user:hunter2@")
+    bad = server.url("status/410/x.jpg?sig=s3cr3t").replace("http://", "http://user:hunter2@")
+    ok, failed = stage.process([record(request("a", good), 0), record(request("b", bad), 1)])
+    assert isinstance(ok, list)
+    assert "hunter2" not in decode_frame(ok[0].value).source_url
+    assert isinstance(failed, Failure) and failed.error_class == "http_410"
+    text = failed.reason + json.dumps(failed.details)
+    assert "hunter2" not in text and "s3cr3t" not in text
+
+
+def test_empty_batch(stage: FetchStage) -> None:
+    assert stage.process([]) == []
+
+
+def test_process_before_start_is_an_error() -> None:
+    with pytest.raises(RuntimeError):
+        FetchStage(Settings()).process([])
+
+
+def test_dead_event_loop_asks_for_a_batch_retry(server: MediaServer) -> None:
+    stage = FetchStage(Settings(fetch=FetchSettings(allow_cidrs=("127.0.0.1/32",))))
+    stage.start()
+    try:
+        runner, downloader = stage._runner, stage._downloader
+        assert runner is not None and downloader is not None
+        runner.run(downloader.close())
+        runner.stop()  # the loop thread dies under the stage
+        with pytest.raises(RetryBatch):
+            stage.process([record(request("a", server.url("bus.jpg")), 0)])
+    finally:
+        stage.close()
