@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -11,14 +12,14 @@ from PIL import Image
 from mediavec.vectorstore import Hit, open_store
 from streams.settings import Settings
 
+if TYPE_CHECKING:
+    from mediavec.models.clip import ClipEmbedder
+
 logger = logging.getLogger(__name__)
 
 
-def query_vector(settings: Settings, *, text: str | None = None, image: Path | None = None) -> np.ndarray:
-    """The query embedded by the configured model: fp16, unit length."""
-    from mediavec.models.clip import ClipEmbedder
-
-    embedder = ClipEmbedder.load(settings.model)
+def query_vector(embedder: ClipEmbedder, *, text: str | None = None, image: Path | None = None) -> np.ndarray:
+    """The query embedded by the model that embedded the collection: fp16, unit length."""
     if text is not None:
         return embedder.embed_texts([text])[0]
     if image is None:
@@ -35,9 +36,14 @@ def search(
     collection: str = "default",
     limit: int = 10,
 ) -> list[Hit]:
-    vector = query_vector(settings, text=text, image=image)
+    """Top hits in ``collection`` for the configured model (its vectors live in their own collection)."""
+    from consumers.sink_qdrant.transform import collection_for
+    from mediavec.models.clip import ClipEmbedder
+
+    embedder = ClipEmbedder.load(settings.model)
+    vector = query_vector(embedder, text=text, image=image)
     with open_store(settings) as store:
-        return store.search(collection, vector, limit)
+        return store.search(collection_for(collection, embedder.model_id), vector, limit)
 
 
 def format_hits(hits: list[Hit]) -> str:

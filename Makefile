@@ -1,0 +1,36 @@
+# mediavec: `make demo` sets everything up and runs the pipeline on bundled sample photos;
+# `make test` runs what CI runs. No Docker needed (see mediavec/devstack).
+SHELL := /bin/bash
+BIN := .venv/bin
+
+.PHONY: setup demo test lint format up down status
+
+setup:
+	scripts/setup.sh
+
+demo: setup
+	$(BIN)/mediavec demo
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+up: setup
+	$(BIN)/mediavec dev up
+
+down:
+	$(BIN)/mediavec dev down
+
+status:
+	$(BIN)/mediavec dev status

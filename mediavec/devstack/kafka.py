@@ -1,0 +1,259 @@
+"""A real single-node Apache Kafka 4 (KRaft, broker and controller in one JVM) for local runs.
+
+The jars come from Maven Central through ``pom.xml`` beside this file; everything the broker
+writes (jars, config, data, logs, PID file) lives under ``<data_dir>/kafka/``. It listens on
+127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from mediavec.devstack.procs import (
+    DevStackError,
+    port_open,
+    require_free_ports,
+    running_pid,
+    spawn,
+    stop_pid,
+    tail,
+    wait_for,
+)
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+POM = HERE / "pom.xml"
+LOG4J_CONFIG = HERE / "log4j2.xml"
+MAIN_CLASS = "kafka.Kafka"
+NODE_ID = 1
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # frames carry JPEGs up to 8 MiB, plus headroom
+
+
+@dataclass(frozen=True)
+class KafkaPaths:
+    root: Path
+    lib: Path
+    data: Path
+    logs: Path
+    config: Path
+    pid_file: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> KafkaPaths:
+        root = settings.data_dir.resolve() / "kafka"
+        return cls(
+            root=root,
+            lib=root / "lib",
+            data=root / "data",
+            logs=root / "logs",
+            config=root / "server.properties",
+            pid_file=root / "kafka.pid",
+        )
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
+
+    @property
+    def stdout_log(self) -> Path:
+        """JVM output from before Log4j starts (bad flags, missing classes, out of memory)."""
+        return self.logs / "kafka.out"
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    return f"127.0.0.1:{settings.devstack.kafka_port}"
+
+
+def resolve_jars(settings: Settings) -> Path:
+    """Copy the broker's runtime jars into ``<data_dir>/kafka/lib`` with Maven, once per pom.xml."""
+    lib = KafkaPaths.of(settings).lib
+    stamp = lib / ".pom.sha256"
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() == digest and any(lib.glob("kafka_2.13-*.jar")):
+        return lib
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise DevStackError("Maven (mvn) is needed to fetch the Kafka jars; run scripts/setup.sh or install maven")
+    lib.mkdir(parents=True, exist_ok=True)
+    for old in lib.glob("*.jar"):  # a changed pom must not leave two versions on the classpath
+        old.unlink()
+    cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"]
+    cmd += [f"-DoutputDirectory={lib}", "-DincludeScope=runtime"]
+    logger.info("resolving Kafka jars into %s", lib)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise DevStackError(
+            f"mvn could not resolve the Kafka jars (exit {done.returncode}):\n{done.stdout}{done.stderr}"
+        )
+    stamp.write_text(digest + "\n")
+    return lib
+
+
+def server_properties(settings: Settings) -> str:
+    """The broker's configuration: one KRaft node, single replicas, loopback only."""
+    dev = settings.devstack
+    paths = KafkaPaths.of(settings)
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": NODE_ID,
+        "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{dev.controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{dev.kafka_port},CONTROLLER://127.0.0.1:{dev.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{dev.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": paths.data,
+        "num.partitions": 1,
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": 1,
+        # Fewer internal partitions than the default 50: one broker, and a faster first start.
+        "offsets.topic.num.partitions": 8,
+        "transaction.state.log.num.partitions": 8,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "share.coordinator.state.topic.replication.factor": 1,
+        "share.coordinator.state.topic.min.isr": 1,
+        "min.insync.replicas": 1,
+        "default.replication.factor": 1,
+        "group.initial.rebalance.delay.ms": 0,
+        # Long GPU batches run inside transactions; clients may ask for up to 15 minutes.
+        "transaction.max.timeout.ms": 900_000,
+        "message.max.bytes": MAX_MESSAGE_BYTES,
+        "replica.fetch.max.bytes": MAX_MESSAGE_BYTES,
+        "log.retention.check.interval.ms": 300_000,
+    }
+    lines = ["# Written by mediavec.devstack.kafka on every start; edits are overwritten."]
+    lines += [f"{key}={value}" for key, value in props.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise DevStackError("java (17 or newer) is needed to run Kafka; run scripts/setup.sh or install a JRE")
+    return java
+
+
+def _java_cmd(settings: Settings, heap: str, main: str, *args: str) -> list[str]:
+    paths = KafkaPaths.of(settings)
+    return [
+        _java(),
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        f"-Dkafka.logs.dir={paths.logs}",
+        "-cp",
+        f"{paths.lib}/*",
+        main,
+        *args,
+    ]
+
+
+def _cluster_id() -> str:
+    """A Kafka-style cluster id: 16 random bytes, URL-safe base64, not starting with '-'."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
+def format_storage(settings: Settings) -> None:
+    """Format the KRaft log directory once; an already formatted one is left alone."""
+    paths = KafkaPaths.of(settings)
+    if (paths.data / "meta.properties").exists():
+        return
+    cid = _cluster_id()
+    cmd = _java_cmd(settings, "256m", "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(paths.config))
+    logger.info("formatting Kafka storage in %s (cluster id %s)", paths.data, cid)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=paths.root)
+    if done.returncode != 0:
+        raise DevStackError(f"kafka StorageTool format failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+
+
+def _marker(settings: Settings) -> str:
+    """What the broker's command line holds: its config file, unique to this stack's data dir."""
+    return f"{MAIN_CLASS} {KafkaPaths.of(settings).config}"
+
+
+def pid(settings: Settings) -> int | None:
+    """The broker's PID when it is running, else None."""
+    return running_pid(KafkaPaths.of(settings).pid_file, _marker(settings))
+
+
+def start(settings: Settings) -> int:
+    """Start the broker in the background (jars, config and storage prepared first); return its PID."""
+    paths = KafkaPaths.of(settings)
+    running = pid(settings)
+    if running is not None:
+        return running
+    dev = settings.devstack
+    require_free_ports("Kafka", {"kafka_port": dev.kafka_port, "controller_port": dev.controller_port})
+    resolve_jars(settings)
+    for folder in (paths.data, paths.logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    paths.config.write_text(server_properties(settings))
+    format_storage(settings)
+    cmd = _java_cmd(settings, dev.kafka_heap, MAIN_CLASS, str(paths.config))
+    new_pid = spawn(cmd, paths.stdout_log, cwd=paths.root, marker=_marker(settings))
+    paths.pid_file.write_text(f"{new_pid}\n")
+    logger.info("Kafka starting, pid %d, bootstrap %s, log %s", new_pid, bootstrap_servers(settings), paths.server_log)
+    return new_pid
+
+
+def _answers(settings: Settings) -> bool:
+    if not port_open(settings.devstack.kafka_port):
+        return False
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap_servers(settings), "logger": logger}
+    client = AdminClient(conf)
+    try:
+        return len(client.list_topics(timeout=5).brokers) > 0
+    except Exception as exc:  # KafkaException while the broker is still coming up
+        logger.debug("Kafka not ready yet: %s", exc)
+        return False
+
+
+def wait_ready(settings: Settings, timeout_s: float = 180.0) -> None:
+    """Block until the broker answers a metadata request; fail early if its process died."""
+    paths = KafkaPaths.of(settings)
+
+    def ready() -> bool:
+        if pid(settings) is None:
+            raise DevStackError(
+                f"Kafka exited while starting; see {paths.server_log} and {paths.stdout_log}:\n"
+                f"{tail(paths.server_log)}\n{tail(paths.stdout_log)}"
+            )
+        return _answers(settings)
+
+    if not wait_for(ready, timeout_s):
+        raise DevStackError(f"Kafka did not answer within {timeout_s:.0f} s; see {paths.server_log}")
+
+
+def stop(settings: Settings, timeout_s: float = 60.0, kill: bool = False) -> None:
+    """Stop the broker: SIGTERM (a controlled shutdown) then SIGKILL after ``timeout_s``.
+
+    ``kill=True`` sends SIGKILL at once, a crash as the chaos tests want it. Data is kept.
+    """
+    paths = KafkaPaths.of(settings)
+    running = pid(settings)
+    if running is not None:
+        logger.info("stopping Kafka pid %d%s", running, " (SIGKILL)" if kill else "")
+        stop_pid(running, _marker(settings), signal.SIGKILL if kill else signal.SIGTERM, timeout_s)
+    paths.pid_file.unlink(missing_ok=True)

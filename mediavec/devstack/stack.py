@@ -1,0 +1,123 @@
+"""The local dev stack as one thing: bring it up, report on it, take it down.
+
+``up`` is idempotent (a running stack is only reported on) and the services it starts outlive
+the Python process that started them; ``down`` stops them through their PID files. Every call
+holds ``<data_dir>/devstack.lock`` so two processes working on one stack take turns.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mediavec.devstack import kafka, postgres
+from mediavec.devstack.procs import file_lock
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    pid: int | None
+    port: int
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where the stack's services are and whether they run."""
+
+    data_dir: Path
+    bootstrap_servers: str
+    postgres_dsn: str
+    kafka: ServiceStatus
+    postgres: ServiceStatus
+
+    @property
+    def running(self) -> bool:
+        return self.kafka.running and self.postgres.running
+
+    @property
+    def kafka_log(self) -> Path:
+        return self.kafka.log_path
+
+    @property
+    def postgres_log(self) -> Path:
+        return self.postgres.log_path
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["running"] = self.running
+        return out
+
+    def describe(self) -> str:
+        """A few lines for people: what runs where, and where its logs are."""
+        lines = [f"dev stack in {self.data_dir}: {'running' if self.running else 'not running'}"]
+        for svc, address in ((self.kafka, self.bootstrap_servers), (self.postgres, self.postgres_dsn)):
+            state = f"running, pid {svc.pid}" if svc.running else "stopped"
+            lines.append(f"  {svc.name:<10} {state:<20} {address}")
+            lines.append(f"  {'':<10} log: {svc.log_path}")
+        return "\n".join(lines)
+
+
+def status(settings: Settings) -> StackInfo:
+    """Report on the stack without changing it."""
+    kafka_pid = kafka.pid(settings)
+    pg_pid = postgres.pid(settings)
+    dev = settings.devstack
+    return StackInfo(
+        data_dir=settings.data_dir.resolve(),
+        bootstrap_servers=kafka.bootstrap_servers(settings),
+        postgres_dsn=postgres.dsn(settings),
+        kafka=ServiceStatus(
+            "kafka", kafka_pid is not None, kafka_pid, dev.kafka_port, kafka.KafkaPaths.of(settings).server_log
+        ),
+        postgres=ServiceStatus(
+            "postgres", pg_pid is not None, pg_pid, dev.postgres_port, postgres.PostgresPaths.of(settings).log_file
+        ),
+    )
+
+
+def _lock(settings: Settings) -> AbstractContextManager[None]:
+    return file_lock(settings.data_dir.resolve() / "devstack.lock")
+
+
+def up(settings: Settings, timeout_s: float = 180.0) -> StackInfo:
+    """Start whatever is not running and wait until both services answer."""
+    with _lock(settings):
+        kafka.start(settings)  # the JVM boots in the background while PostgreSQL starts
+        postgres.start(settings, timeout_s)
+        postgres.wait_ready(settings, timeout_s)
+        kafka.wait_ready(settings, timeout_s)
+        return status(settings)
+
+
+def down(settings: Settings, timeout_s: float = 60.0) -> StackInfo:
+    """Stop both services (data is kept); a stopped stack is left as it is."""
+    with _lock(settings):
+        kafka.stop(settings, timeout_s)
+        postgres.stop(settings, timeout_s)
+        return status(settings)
+
+
+def stop_kafka(settings: Settings, kill: bool = False, timeout_s: float = 60.0) -> None:
+    """Stop only the broker; ``kill=True`` SIGKILLs it, as a crash would."""
+    with _lock(settings):
+        kafka.stop(settings, timeout_s, kill=kill)
+
+
+def start_kafka(settings: Settings, timeout_s: float = 180.0) -> StackInfo:
+    """Start only the broker (after :func:`stop_kafka`) and wait until it answers."""
+    with _lock(settings):
+        kafka.start(settings)
+        kafka.wait_ready(settings, timeout_s)
+        return status(settings)
+
+
+def restart_kafka(settings: Settings, kill: bool = False, timeout_s: float = 180.0) -> StackInfo:
+    """Stop and start the broker, keeping its data, and wait until it answers again."""
+    stop_kafka(settings, kill=kill)
+    return start_kafka(settings, timeout_s)

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Everything mediavec needs on a Debian bookworm machine (run as root, Python 3.11, Java 17, Maven):
+# PostgreSQL 15 from Debian, the .venv with mediavec installed (dev extras included), and the
+# Kafka broker's jars from Maven Central. Idempotent: a second run only checks and returns.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+PG_BIN=/usr/lib/postgresql/15/bin
+STAMP=$VENV/.mediavec-install.sha256
+
+log() { echo "setup: $*" >&2; }
+
+apt_install() {
+  log "installing with apt-get: $*"
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "$@"
+}
+
+system_packages() {
+  local missing=()
+  if [[ ! -x $PG_BIN/initdb ]]; then
+    # The dev stack runs its own cluster; do not let the package create and start "main" on 5432.
+    if [[ $(id -u) -eq 0 ]]; then
+      mkdir -p /etc/postgresql-common/createcluster.d
+      echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/mediavec.conf
+    fi
+    missing+=(postgresql-15)
+  fi
+  command -v java > /dev/null || missing+=(openjdk-17-jre-headless)
+  command -v mvn > /dev/null || missing+=(maven)
+  if ! command -v "$PYTHON" > /dev/null; then
+    missing+=(python3 python3-venv)
+  elif [[ ! -x $VENV/bin/python ]] && ! "$PYTHON" -c 'import ensurepip, venv' 2> /dev/null; then
+    missing+=(python3-venv)
+  fi
+  if [[ ${#missing[@]} -gt 0 ]]; then apt_install "${missing[@]}"; fi
+}
+
+python_env() {
+  if [[ ! -x $VENV/bin/python ]]; then
+    log "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  local want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [[ -f $STAMP && $(cat "$STAMP") == "$want" && -x $VENV/bin/mediavec ]]; then
+    return
+  fi
+  log "installing mediavec and its dependencies into $VENV"
+  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  echo "$want" > "$STAMP"
+}
+
+kafka_jars() {
+  # Resolves into <data_dir>/kafka/lib (MEDIAVEC_DATA_DIR, default .mediavec); skipped when current.
+  "$VENV/bin/python" -c 'from mediavec.devstack.kafka import resolve_jars; from streams.settings import load_settings; resolve_jars(load_settings())'
+}
+
+system_packages
+python_env
+kafka_jars
+log "ready"

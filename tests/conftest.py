@@ -1,0 +1,95 @@
+"""Shared fixtures: one real Kafka + PostgreSQL stack per test session, isolated settings per test.
+
+- ``stack`` (session): starts the dev stack once, on ports of its own (29192/29193/25532) and in a
+  data directory of its own (``<repo>/.mediavec/test-stack``, or ``$MEDIAVEC_TEST_STACK_DIR``), so
+  a running demo stack is left alone. It fails, never skips, when the stack cannot start. It is
+  stopped at the end of the session unless ``MEDIAVEC_TEST_KEEP_STACK=1`` (faster reruns).
+- ``stack_settings`` (session): the settings the stack runs under. Pass these, not ``settings``,
+  to ``mediavec.devstack.stack`` functions such as ``restart_kafka``: they name its data directory.
+- ``settings`` (function): settings pointing at the stack with a unique topic prefix, a fresh
+  PostgreSQL database, and ``tmp_path`` as the data directory for embedded stores.
+
+Fixtures are lazy: a test that requests neither ``stack`` nor ``settings`` starts nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from mediavec.devstack import postgres
+from mediavec.devstack.stack import StackInfo, down, up
+from streams.settings import (
+    DevStackSettings,
+    FetchSettings,
+    KafkaSettings,
+    ModelSettings,
+    PostgresSettings,
+    Settings,
+    TopicSettings,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_DEVSTACK = DevStackSettings(kafka_port=29192, controller_port=29193, postgres_port=25532)
+
+
+def _stack_dir() -> Path:
+    """The test stack's data directory, somewhere the ``postgres`` user can reach when we are root."""
+    override = os.environ.get("MEDIAVEC_TEST_STACK_DIR")
+    if override:
+        return Path(override).resolve()
+    in_repo = REPO / ".mediavec" / "test-stack"
+    if postgres.owner_can_reach(in_repo):
+        return in_repo
+    digest = hashlib.sha256(str(REPO).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / f"mediavec-test-stack-{digest}"
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Settings:
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{TEST_DEVSTACK.kafka_port}")
+    return Settings(data_dir=_stack_dir(), devstack=TEST_DEVSTACK, kafka=kafka)
+
+
+@pytest.fixture(scope="session")
+def stack(stack_settings: Settings) -> Iterator[StackInfo]:
+    try:
+        info = up(stack_settings)
+    except Exception as exc:
+        pytest.fail(f"the test stack (Kafka + PostgreSQL) did not start: {exc}", pytrace=False)
+    yield info
+    if os.environ.get("MEDIAVEC_TEST_KEEP_STACK") != "1":
+        down(stack_settings)
+
+
+def _token(test_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")[:32].strip("-")
+    return f"{slug}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def settings(
+    stack: StackInfo, stack_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Settings]:
+    token = _token(request.node.name)
+    database = "t_" + token.replace("-", "_")
+    postgres.ensure_database(stack_settings, database)
+    dsn = f"host=127.0.0.1 port={stack_settings.devstack.postgres_port} dbname={database} user={postgres.SUPERUSER}"
+    yield Settings(
+        data_dir=tmp_path,
+        kafka=stack_settings.kafka,
+        devstack=stack_settings.devstack,
+        topics=TopicSettings(prefix=f"test.{token}."),
+        fetch=FetchSettings(allow_cidrs=("127.0.0.1/32",)),
+        model=ModelSettings(allow_random_weights=True),
+        postgres=PostgresSettings(dsn=SecretStr(dsn)),
+    )
+    postgres.drop_database(stack_settings, database)
