@@ -1,0 +1,184 @@
+"""EmbedStage: frame events in, one vector_batch event per good frame out (real ViT-B-32, random weights)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage
+from PIL import Image
+
+import schemas
+from consumers.embed.stage import EmbedStage, decode_image, embed_frames_in_memory
+from mediavec.models import ClipEmbedder
+from schemas.models import Frame
+from streams.settings import EmbedSettings, ModelSettings, Settings
+from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, Stage
+
+SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+# Located without importing ultralytics: its import sets OMP_NUM_THREADS=1 for the whole process.
+_ULTRALYTICS = importlib.util.find_spec("ultralytics")
+assert _ULTRALYTICS is not None and _ULTRALYTICS.origin is not None
+ULTRALYTICS_ASSETS = Path(_ULTRALYTICS.origin).parent / "assets"
+PHOTOS = (
+    SKIMAGE_DATA / "astronaut.png",
+    SKIMAGE_DATA / "coffee.png",
+    SKIMAGE_DATA / "chelsea.png",
+    ULTRALYTICS_ASSETS / "bus.jpg",
+    ULTRALYTICS_ASSETS / "zidane.jpg",
+)
+RANDOM = ModelSettings(allow_random_weights=True)
+
+
+def jpeg_of(path: Path) -> bytes:
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_frame(media_id: str, index: int, jpeg: bytes) -> Frame:
+    return Frame(
+        media_id=media_id,
+        frame_index=index,
+        timestamp_s=index * 0.5,
+        source_url=f"http://127.0.0.1:8000/{media_id}.jpg",
+        collection="photos",
+        width=1,
+        height=1,
+        jpeg=jpeg,
+        content_sha256=hashlib.sha256(jpeg).hexdigest(),
+        metadata={"source": "unit-test", "media": media_id},
+        run_id="run-7",
+        published_at=1_700_000_000.25,
+    )
+
+
+def record(value: bytes, offset: int, key: bytes | None = None) -> InputRecord:
+    return InputRecord(topic="media.frames", partition=0, offset=offset, key=key, value=value)
+
+
+def frame_record(frame: Frame, offset: int) -> InputRecord:
+    return record(schemas.encode_frame(frame), offset, frame.media_id.encode())
+
+
+def vectors_of(result: Result) -> schemas.VectorBatch:
+    assert isinstance(result, list) and len(result) == 1
+    out = result[0]
+    assert isinstance(out, OutputRecord) and out.topic == "vectors"
+    return schemas.decode_vector_batch(out.value)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a32, b32 = a.astype(np.float32).ravel(), b.astype(np.float32).ravel()
+    return float(a32 @ b32 / (np.linalg.norm(a32) * np.linalg.norm(b32)))
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> ClipEmbedder:
+    return ClipEmbedder.load(RANDOM, hub_cache_dir=tmp_path_factory.mktemp("empty-hub-cache"))
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[Frame]:
+    return [make_frame(f"media-{i}", i, jpeg_of(p)) for i, p in enumerate(PHOTOS)]
+
+
+def stage_with(embedder: ClipEmbedder, batch_size: int = 64) -> EmbedStage:
+    stage = EmbedStage(Settings(model=RANDOM, embed=EmbedSettings(batch_size=batch_size)), embedder)
+    stage.start()
+    return stage
+
+
+def test_one_scene_vector_event_per_frame(embedder: ClipEmbedder, frames: list[Frame]) -> None:
+    stage: Stage = stage_with(embedder)  # mypy checks the protocol
+    assert (stage.name, stage.input_topic) == ("embed", "frames")
+    results = stage.process([frame_record(f, i) for i, f in enumerate(frames)])
+    assert len(results) == len(frames)
+    for frame, result in zip(frames, results, strict=True):
+        assert isinstance(result, list) and result[0].key == frame.media_id.encode()
+        batch = vectors_of(result)
+        assert batch.model == "open_clip/ViT-B-32/random-seed0"
+        assert batch.vectors.dtype == np.float16 and batch.vectors.shape == (1, 512)
+        (row,) = batch.rows
+        assert row.point_id == schemas.point_id(batch.model, frame.media_id, frame.frame_index, "scene", 0)
+        assert (row.space, row.media_id, row.frame_index, row.timestamp_s) == (
+            "scene",
+            frame.media_id,
+            frame.frame_index,
+            frame.timestamp_s,
+        )
+        assert (batch.source_url, batch.collection, batch.content_sha256) == (
+            frame.source_url,
+            frame.collection,
+            frame.content_sha256,
+        )
+        assert (batch.metadata, batch.run_id, batch.published_at) == (frame.metadata, frame.run_id, frame.published_at)
+        alone = embedder.embed_images([decode_image(frame.jpeg)])
+        assert cosine(batch.vectors, alone) >= 0.999
+
+
+def test_bad_events_fail_alone_and_in_order(embedder: ClipEmbedder, frames: list[Frame]) -> None:
+    good_a, good_b = frames[0], frames[3]
+    truncated = make_frame("cut", 2, good_b.jpeg[: len(good_b.jpeg) // 2])
+    batch = [
+        frame_record(good_a, 10),
+        record(b"\xc3\x01 certainly not a frame", 11, key=b"garbage"),
+        frame_record(make_frame("text", 1, b"this is not a jpeg"), 12),
+        frame_record(truncated, 13),
+        frame_record(good_b, 14),
+    ]
+    results = stage_with(embedder).process(batch)
+    assert len(results) == 5
+    assert vectors_of(results[0]).rows[0].media_id == "media-0"
+    assert vectors_of(results[4]).rows[0].media_id == "media-3"
+    failures = results[1:4]
+    assert all(isinstance(f, Failure) for f in failures)
+    assert [(f.error_class, f.media_id) for f in failures if isinstance(f, Failure)] == [
+        ("invalid_frame", "garbage"),
+        ("undecodable_frame", "text"),
+        ("undecodable_frame", "cut"),
+    ]
+    assert isinstance(results[3], Failure) and results[3].details == {"frame_index": "2"}
+    clean = stage_with(embedder).process([frame_record(good_b, 0)])
+    np.testing.assert_array_equal(vectors_of(results[4]).vectors, vectors_of(clean[0]).vectors)
+
+
+def test_a_batch_of_only_bad_events_needs_no_model_call(embedder: ClipEmbedder) -> None:
+    results = stage_with(embedder).process([record(b"", 0), record(b"junk", 1)])
+    assert [r.error_class for r in results if isinstance(r, Failure)] == ["invalid_frame", "invalid_frame"]
+
+
+def test_chunked_forward_matches_a_single_forward(embedder: ClipEmbedder, frames: list[Frame]) -> None:
+    batch = [frame_record(f, i) for i, f in enumerate(frames)]
+    chunked = [vectors_of(r).vectors for r in stage_with(embedder, batch_size=2).process(batch)]
+    single = [vectors_of(r).vectors for r in stage_with(embedder, batch_size=64).process(batch)]
+    for a, b in zip(chunked, single, strict=True):
+        assert cosine(a, b) >= 0.999
+
+
+def test_in_memory_baseline_computes_what_the_stage_computes(embedder: ClipEmbedder, frames: list[Frame]) -> None:
+    in_memory = embed_frames_in_memory(embedder, frames, batch_size=64)
+    results = stage_with(embedder, batch_size=64).process([frame_record(f, i) for i, f in enumerate(frames)])
+    staged = np.concatenate([vectors_of(r).vectors for r in results])
+    assert in_memory.dtype == np.float16 and in_memory.shape == (len(frames), 512)
+    np.testing.assert_array_equal(in_memory, staged)
+
+
+def test_model_fault_retries_the_whole_batch(frames: list[Frame]) -> None:
+    # A tag no hub cache can hold, so this machine's cache cannot turn the random model into a real one.
+    stage = EmbedStage(Settings(model=ModelSettings(pretrained="no-such-tag", allow_random_weights=True)))
+    with pytest.raises(RuntimeError, match="start"):
+        stage.process([frame_record(frames[0], 0)])
+    stage.start()  # builds its own embedder from the settings
+    assert stage.embedder.model_id == "open_clip/ViT-B-32/random-seed0"
+    # The weights vanish from the device under the stage, as they do when a GPU is lost.
+    stage.embedder.model.to("meta")
+    with pytest.raises(RetryBatch, match="model forward failed"):
+        stage.process([frame_record(frames[0], 0), record(b"junk", 1)])
+    stage.close()
+    with pytest.raises(RuntimeError, match="start"):
+        stage.process([frame_record(frames[0], 0)])
