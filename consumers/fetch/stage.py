@@ -23,6 +23,7 @@ from consumers.fetch.decode import DecodedImage, DecodeError, decode_image
 from consumers.fetch.download import Downloader, FetchError, redact_url
 from schemas.codec import SchemaError, decode_request, encode_frame
 from schemas.models import Frame, MediaRequest
+from streams import metrics
 from streams.settings import Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey
 
@@ -88,6 +89,7 @@ class FetchStage:
         self._runner: _LoopThread | None = None
         self._downloader: Downloader | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._bytes_reported = 0
 
     @property
     def bytes_downloaded(self) -> int:
@@ -116,6 +118,9 @@ class FetchStage:
             raise RetryBatch(f"fetch event loop failed: {exc}") from exc
         for result in results:
             self.outcomes[result.error_class if isinstance(result, Failure) else "ok"] += 1
+        downloaded = self.bytes_downloaded
+        metrics.BYTES_DOWNLOADED.inc(downloaded - self._bytes_reported)
+        self._bytes_reported = downloaded
         return results
 
     def close(self) -> None:

@@ -78,9 +78,9 @@ class Workers:
 def e2e_settings(settings: Settings) -> Settings:
     fetch = FetchSettings(
         allow_cidrs=("127.0.0.1/32",),
-        connect_timeout_s=1.0,
-        read_timeout_s=1.0,
-        total_deadline_s=8.0,
+        connect_timeout_s=2.0,
+        read_timeout_s=2.5,
+        total_deadline_s=10.0,
         retries=2,
         backoff_base_s=0.05,
         per_host_concurrency=16,

@@ -1,0 +1,58 @@
+"""`mediavec dlq list` and `mediavec dlq redrive` against the real broker and the real fetch stage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from consumers.fetch.stage import FetchStage
+from mediavec.mediaserver import MediaServer
+from mediavec.samples import sample_images
+from schemas import decode_dead_letter, decode_frame
+from streams.admin import ensure_topics
+from streams.runner import TransactionalRunner
+from streams.settings import FetchSettings, Settings
+from streams.topics import topics
+from tests.kafkautil import ThreadWorker, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(settings: Settings, *args: str) -> str:
+    env = {**os.environ, **settings.to_env()}
+    out = subprocess.run(
+        [sys.executable, "-m", "mediavec.cli", *args], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    return out.stdout
+
+
+def test_publish_dead_letter_list_and_redrive(settings: Settings, tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"fetch": FetchSettings(allow_cidrs=("127.0.0.1/32",), retries=0)})
+    root = tmp_path / "media"
+    root.mkdir()
+    photo = sample_images(tmp_path / "samples")[0]
+    (root / "photo.jpg").write_bytes(photo.read_bytes())
+    ensure_topics(settings)
+    with MediaServer(root) as server:
+        urls = tmp_path / "urls.txt"
+        # Fails once with a 500 (no retries allowed), then serves the photo: the redrive must land it.
+        urls.write_text(server.url("/flaky/1/photo.jpg") + "\n" + server.url("/status/404/gone.jpg") + "\n")
+        out = _cli(settings, "publish", "images", str(urls), "--run-id", "r1", "--quiet")
+        assert "published 2 requests, run id r1" in out
+        runner = TransactionalRunner(settings, FetchStage(settings), batch_size=8, batch_deadline_s=0.1, instance="d")
+        with ThreadWorker(runner):
+            wait_for(lambda: len(read_topic(settings, topics(settings).dlq.name)) == 2, 60, "two dead letters")
+            listing = _cli(settings, "dlq", "list")
+            assert "http_5xx_exhausted" in listing and "http_404" in listing and "2 entries" in listing
+            out = _cli(settings, "dlq", "redrive", "--error-class", "http_5xx_exhausted")
+            assert "redriven 1 events" in out
+            wait_for(lambda: len(read_topic(settings, topics(settings).frames.name)) == 1, 60, "the redriven frame")
+    frame = decode_frame(read_topic(settings, topics(settings).frames.name)[0].value)
+    assert frame.source_url.endswith("/flaky/1/photo.jpg") and frame.run_id == "r1"
+    letters = [decode_dead_letter(m.value) for m in read_topic(settings, topics(settings).dlq.name)]
+    assert sorted(d.error_class for d in letters) == ["http_404", "http_5xx_exhausted"]
+    assert server.hits("/flaky/1/photo.jpg") == 2
