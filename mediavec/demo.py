@@ -21,9 +21,10 @@ from tqdm import tqdm
 from mediavec.devstack import stack
 from mediavec.mediaserver import MediaServer
 from mediavec.progress import RunTracker
-from mediavec.publish import media_id_for, new_run_id, publish
+from mediavec.publish import new_run_id, publish
 from mediavec.samples import sample_images
 from mediavec.search import format_hits, search
+from mediavec.vectorstore import open_store
 from schemas import MediaRequest
 from streams.admin import ensure_topics
 from streams.settings import Settings
@@ -89,11 +90,28 @@ def follow(
         raise TimeoutError(f"run {run_id}: {tracker.progress.done}/{total} done after {timeout_s}s")
 
 
+def _drop_demo_collections(settings: Settings) -> None:
+    """Start each demo from an empty demo collection (before the sink holds the store)."""
+    with open_store(settings) as store:
+        for name in store.collections():
+            if name.startswith(f"{COLLECTION}__"):
+                store.delete_collection(name)
+
+
+def _quiet_logs() -> None:
+    """The demo's own terminal shows progress and results; details go to the workers' log files."""
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("aiohttp.access", "root", "librdkafka"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def run_demo(settings: Settings, *, query: str, keep_workers: bool = False) -> int:
+    _quiet_logs()
     info = stack.up(settings)
     print(info.describe())
     ensure_topics(settings)
     images = sample_images(settings.data_dir / "samples")
+    _drop_demo_collections(settings)
     procs = start_workers(settings, settings.data_dir / "logs")
     print(f"workers started ({', '.join(STAGES)}); logs in {settings.data_dir / 'logs'}")
     try:
@@ -101,7 +119,7 @@ def run_demo(settings: Settings, *, query: str, keep_workers: bool = False) -> i
             run_id = new_run_id()
             requests = [
                 MediaRequest(
-                    media_id=media_id_for(server.url(p.name)),
+                    media_id=f"demo-{p.stem}",  # stable across runs: a rerun overwrites
                     url=server.url(p.name),
                     collection=COLLECTION,
                     metadata={"file": p.name},
@@ -127,15 +145,15 @@ def run_demo(settings: Settings, *, query: str, keep_workers: bool = False) -> i
 def _print_searches(settings: Settings, query: str, image: Path) -> None:
     from mediavec.models.clip import ClipEmbedder
 
+    logging.getLogger("mediavec.models").setLevel(logging.ERROR)  # the notice below says it plainly
     embedder = ClipEmbedder.load(settings.model.model_copy(update={"allow_random_weights": True}))
     if embedder.is_random:
         print(
             "\nNOTE: the embedding model runs on RANDOM WEIGHTS (none were found), so the rankings below are "
             "meaningless.\nSupply real weights as the README's 'Model weights' section says "
-            "(MEDIAVEC_MODEL__MODEL_DIR or the Hugging Face hub cache).\n"
+            "(MEDIAVEC_MODEL__MODEL_DIR or the Hugging Face hub cache), then run the demo again.\n"
         )
-    s = settings.model_copy(update={"model": settings.model.model_copy(update={"allow_random_weights": True})})
     print(f'search --text "{query}":')
-    print(format_hits(search(s, text=query, collection=COLLECTION, limit=5)))
+    print(format_hits(search(settings, text=query, collection=COLLECTION, limit=5, embedder=embedder)))
     print(f"\nsearch --image {image.name}:")
-    print(format_hits(search(s, image=image, collection=COLLECTION, limit=5)))
+    print(format_hits(search(settings, image=image, collection=COLLECTION, limit=5, embedder=embedder)))

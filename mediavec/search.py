@@ -35,12 +35,13 @@ def search(
     image: Path | None = None,
     collection: str = "default",
     limit: int = 10,
+    embedder: ClipEmbedder | None = None,
 ) -> list[Hit]:
     """Top hits in ``collection`` for the configured model (its vectors live in their own collection)."""
     from consumers.sink_qdrant.transform import collection_for
     from mediavec.models.clip import ClipEmbedder
 
-    embedder = ClipEmbedder.load(settings.model)
+    embedder = embedder or ClipEmbedder.load(settings.model)
     vector = query_vector(embedder, text=text, image=image)
     with open_store(settings) as store:
         return store.search(collection_for(collection, embedder.model_id), vector, limit)

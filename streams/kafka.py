@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings
+
+# librdkafka's own log lines go through Python logging (not raw to stderr), under this name.
+RDKAFKA_LOGGER = logging.getLogger("librdkafka")
+
+
+def _base(settings: Settings) -> dict[str, Any]:
+    return {**settings.kafka.client_config(), "logger": RDKAFKA_LOGGER}
 
 
 def group_id(settings: Settings, name: str) -> str:
@@ -17,7 +25,7 @@ def group_id(settings: Settings, name: str) -> str:
 
 def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
     conf = {
-        **settings.kafka.client_config(),
+        **_base(settings),
         "group.id": group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -34,7 +42,7 @@ def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
 
 def transactional_producer(settings: Settings, transactional_id: str, **overrides: Any) -> Producer:
     conf = {
-        **settings.kafka.client_config(),
+        **_base(settings),
         "transactional.id": transactional_id,
         "transaction.timeout.ms": settings.kafka.transaction_timeout_ms,
         "enable.idempotence": True,
@@ -50,7 +58,7 @@ def transactional_producer(settings: Settings, transactional_id: str, **override
 def producer(settings: Settings, **overrides: Any) -> Producer:
     """Idempotent, non-transactional producer (publishing requests, redriving the DLQ)."""
     conf = {
-        **settings.kafka.client_config(),
+        **_base(settings),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 10,
@@ -62,4 +70,4 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka.client_config())
+    return AdminClient(_base(settings))
