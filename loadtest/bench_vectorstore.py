@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest.report import machine, write_section
 from mediavec.vectorstore.base import VectorStore
 from mediavec.vectorstore.edge import EdgeStore
 from mediavec.vectorstore.server import ServerStore
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS), default=sorted(BACKENDS))
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     rates = {}
     for name in args.backends:
@@ -75,6 +77,17 @@ def main() -> None:
         print(f"edge/local: {rates['edge'] / rates['local']:.1f}x")
     if "edge" in rates and "edge-wal-only" in rates:
         print(f"edge flush cost: {rates['edge-wal-only'] / rates['edge']:.1f}x slower than WAL only")
+    if not args.no_write:
+        rows = "".join(f"| `{name}` | {rate:,.0f} |\n" for name, rate in rates.items())
+        write_section(
+            "bench_vectorstore",
+            "## Embedded vector store write rate (issue: foundation)\n\n"
+            f"`python -m loadtest.bench_vectorstore --n {args.n}` on {machine()}: {args.n} points of "
+            f"{args.dim}-d fp16 in upserts of {args.batch}, offsets saved after each, durable as the sink needs.\n\n"
+            f"| backend | points/s |\n| --- | ---: |\n{rows}\n"
+            "`edge` (qdrant-edge-py, fsync per upsert) is the embedded default; `local` is qdrant-client's "
+            "local mode; `edge-wal-only` skips the fsync (the engine's raw rate).\n",
+        )
 
 
 if __name__ == "__main__":
