@@ -123,6 +123,7 @@ def run_demo(settings: Settings, *, query: str, keep_workers: bool = False) -> i
                     url=server.url(p.name),
                     collection=COLLECTION,
                     metadata={"file": p.name},
+                    reprocess=True,  # each demo run processes the samples again
                     run_id=run_id,
                     published_at=time.time(),
                 )

@@ -27,10 +27,13 @@ def build(stage: str, settings: Settings, instance: str | None = None) -> Runner
 
     if stage == "fetch":
         from consumers.fetch.stage import FetchStage
+        from streams.table import GlobalTable
+        from streams.topics import topics
 
+        seen = GlobalTable(settings, topics(settings).seen.name)
         return TransactionalRunner(
             settings,
-            FetchStage(settings),
+            FetchStage(settings, seen),
             batch_size=settings.fetch.concurrency,
             batch_deadline_s=0.2,
             instance=instance,

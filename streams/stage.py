@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 from schemas.models import Header
 
-TopicKey = Literal["requests", "frames", "vectors", "dlq"]
+TopicKey = Literal["requests", "frames", "vectors", "dlq", "seen"]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Literal
 
 from streams.settings import Settings
 
-Encoding = Literal["json:media_request/v1", "avro:frame/v1", "avro:vector_batch/v1", "avro:dead_letter/v1"]
+Encoding = Literal["json:media_request/v1", "avro:frame/v1", "avro:vector_batch/v1", "avro:dead_letter/v1", "json:seen"]
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -23,13 +23,17 @@ class TopicSpec:
     encoding: Encoding
     dlq: str | None  # real name of the topic that takes this topic's bad events
     max_message_bytes: int = 8 * 1024 * 1024
+    compacted: bool = False
 
     def config(self) -> dict[str, str]:
-        return {
+        conf = {
             "retention.ms": str(self.retention_ms),
             "max.message.bytes": str(self.max_message_bytes),
             "compression.type": "producer",
         }
+        if self.compacted:
+            conf["cleanup.policy"] = "compact"
+        return conf
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,10 @@ class Topics:
     frames: TopicSpec
     vectors: TopicSpec
     dlq: TopicSpec
+    seen: TopicSpec
 
     def all(self) -> tuple[TopicSpec, ...]:
-        return (self.requests, self.frames, self.vectors, self.dlq)
+        return (self.requests, self.frames, self.vectors, self.dlq, self.seen)
 
     def by_name(self, name: str) -> TopicSpec:
         for spec in self.all():
@@ -61,4 +66,6 @@ def topics(settings: Settings) -> Topics:
         frames=TopicSpec("frames", f"{p}media.frames", t.frames_partitions, 2 * DAY_MS, "avro:frame/v1", dlq),
         vectors=TopicSpec("vectors", f"{p}vectors", t.vectors_partitions, 7 * DAY_MS, "avro:vector_batch/v1", dlq),
         dlq=TopicSpec("dlq", dlq, t.dlq_partitions, 30 * DAY_MS, "avro:dead_letter/v1", None),
+        # Media already processed (by URL and by content hash): the fetch stage's dedup table.
+        seen=TopicSpec("seen", f"{p}media.seen", 4, -1, "json:seen", None, compacted=True),
     )

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from yarl import URL
 
 from consumers.fetch.decode import DecodedImage, DecodeError, decode_image
+from consumers.fetch.dedup import MemoryTable, SeenTable, claim, seen_before_download
 from consumers.fetch.download import Downloader, FetchError, redact_url
 from schemas.codec import SchemaError, decode_request, encode_frame
 from schemas.models import Frame, MediaRequest
@@ -83,8 +84,9 @@ class FetchStage:
     name = "fetch"
     input_topic: TopicKey = "requests"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, seen: SeenTable | None = None) -> None:
         self.settings = settings
+        self.seen: SeenTable = seen if seen is not None else MemoryTable()
         self.outcomes: Counter[str] = Counter()  # "ok" or an error class -> count
         self._runner: _LoopThread | None = None
         self._downloader: Downloader | None = None
@@ -96,6 +98,7 @@ class FetchStage:
         return self._downloader.bytes_downloaded if self._downloader is not None else 0
 
     def start(self) -> None:
+        self.seen.start()
         fetch = self.settings.fetch
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=fetch.decode_workers, thread_name_prefix="fetch-decode"
@@ -131,11 +134,23 @@ class FetchStage:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         self._runner = self._downloader = self._executor = None
+        self.seen.close()
 
     async def _process_all(self, batch: Sequence[InputRecord]) -> list[Result]:
-        return list(await asyncio.gather(*(self._process_one(record) for record in batch)))
+        fetched = await asyncio.gather(*(self._process_one(record) for record in batch))
+        return [self._claim(item) for item in fetched]  # in input order: duplicates resolve deterministically
 
-    async def _process_one(self, record: InputRecord) -> Result:
+    def _claim(self, item: Failure | tuple[MediaRequest, DecodedImage]) -> Result:
+        if isinstance(item, Failure):
+            return item
+        req, image = item
+        seen = claim(self.seen, req, image.content_sha256)
+        if isinstance(seen, Failure):
+            return seen
+        frame = OutputRecord(topic="frames", key=req.media_id.encode(), value=encode_frame(_frame(req, image)))
+        return [frame, *seen]
+
+    async def _process_one(self, record: InputRecord) -> Failure | tuple[MediaRequest, DecodedImage]:
         try:
             req = decode_request(record.value)
         except SchemaError as exc:
@@ -143,6 +158,9 @@ class FetchStage:
             return Failure("invalid_request", str(exc), media_id=key)
         if req.kind != "image":
             return Failure("unsupported_kind", f"kind {req.kind!r} is not supported yet", media_id=req.media_id)
+        duplicate = seen_before_download(self.seen, req)
+        if duplicate is not None:
+            return duplicate
         try:
             image = await self._fetch_and_decode(req)
         except (FetchError, DecodeError) as exc:
@@ -151,7 +169,7 @@ class FetchStage:
             logger.exception("fetch of %s failed unexpectedly", req.media_id)
             reason = f"unexpected {type(exc).__name__}"
             return Failure("fetch_internal_error", reason, media_id=req.media_id, details={"url": redact_url(req.url)})
-        return [OutputRecord(topic="frames", key=req.media_id.encode(), value=encode_frame(_frame(req, image)))]
+        return req, image
 
     async def _fetch_and_decode(self, req: MediaRequest) -> DecodedImage:
         if self._downloader is None or self._executor is None:

@@ -95,8 +95,11 @@ def test_mixed_batch(server: MediaServer, stage: FetchStage) -> None:
         assert (failure.error_class, failure.media_id) == (error_class, media_id)
         assert failure.reason
 
-    bus_out, coffee_out = results[0], results[3]
-    assert isinstance(bus_out, list) and isinstance(coffee_out, list)
+    bus_all, coffee_all = results[0], results[3]
+    assert isinstance(bus_all, list) and isinstance(coffee_all, list)
+    assert sorted(r.topic for r in bus_all) == ["frames", "seen", "seen"]  # the dedup table's URL and content keys
+    bus_out = [r for r in bus_all if r.topic == "frames"]
+    coffee_out = [r for r in coffee_all if r.topic == "frames"]
     assert len(bus_out) == len(coffee_out) == 1
     assert all(isinstance(r, OutputRecord) and r.topic == "frames" for r in bus_out + coffee_out)
     assert (bus_out[0].key, coffee_out[0].key) == (b"bus", b"coffee")
@@ -155,3 +158,26 @@ def test_dead_event_loop_asks_for_a_batch_retry(server: MediaServer) -> None:
             stage.process([record(request("a", server.url("bus.jpg")), 0)])
     finally:
         stage.close()
+
+
+def test_same_url_or_content_is_processed_once_unless_reprocess(server: MediaServer, stage: FetchStage) -> None:
+    shutil.copy(server.root / "bus.jpg", server.root / "bus-copy.jpg")
+    first = stage.process(
+        [
+            record(request("a", server.url("bus.jpg")), 0),
+            record(request("b", server.url("bus.jpg")), 1),  # same URL, same batch
+            record(request("c", server.url("bus-copy.jpg")), 2),  # same bytes, other URL
+            record(request("d", server.url("bus.jpg"), collection="other"), 3),  # another collection
+        ]
+    )
+    assert isinstance(first[0], list) and isinstance(first[3], list)
+    for i, media in ((1, "a"), (2, "a")):
+        dup = first[i]
+        assert isinstance(dup, Failure) and dup.error_class == "duplicate_media"
+        assert f"media {media!r}" in dup.reason and "reprocess=true" in dup.reason
+    hits = server.hits("bus.jpg")
+    again = stage.process([record(request("e", server.url("bus.jpg")), 4)])
+    assert isinstance(again[0], Failure) and again[0].error_class == "duplicate_media"
+    assert server.hits("bus.jpg") == hits, "a known URL must be refused before it is downloaded"
+    forced = stage.process([record(request("a", server.url("bus.jpg"), reprocess=True), 5)])
+    assert isinstance(forced[0], list) and [r.key for r in forced[0] if r.topic == "frames"] == [b"a"]

@@ -1,0 +1,95 @@
+"""Media-level idempotency: the same URL or the same content, in one collection, is processed once.
+
+Keys live in a table the fetch stage reads and extends: ``<collection>|url|<sha256 of URL>`` and
+``<collection>|sha256|<content hash>``, each mapping to the media id that was processed. New keys
+leave the stage as ordinary outputs to the ``seen`` topic, inside the same transaction as the
+frames, so the table changes exactly when the frames commit (see streams.table.GlobalTable). A
+request with ``reprocess: true`` is processed whatever the table says. A duplicate is not
+dropped silently: it becomes a ``duplicate_media`` dead letter naming the media it repeats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from typing import Any, Protocol
+
+from schemas.models import MediaRequest
+from streams.stage import Failure, OutputRecord
+
+
+class SeenTable(Protocol):
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put_local(self, key: str, value: dict[str, Any]) -> None: ...
+
+
+class MemoryTable:
+    """The table of one process, with no changelog (single-worker use and unit tests)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._data.get(key)
+
+    def put_local(self, key: str, value: dict[str, Any]) -> None:
+        with self._lock:
+            self._data[key] = value
+
+
+def url_key(req: MediaRequest) -> str:
+    return f"{req.collection}|url|{hashlib.sha256(req.url.encode()).hexdigest()}"
+
+
+def content_key(collection: str, content_sha256: str) -> str:
+    return f"{collection}|sha256|{content_sha256}"
+
+
+def seen_before_download(table: SeenTable, req: MediaRequest) -> Failure | None:
+    """A request whose URL was already processed: refuse it before spending a download."""
+    if req.reprocess:
+        return None
+    prev = table.get(url_key(req))
+    if prev is None:
+        return None
+    return _duplicate(req, prev, "the same URL")
+
+
+def claim(table: SeenTable, req: MediaRequest, content_sha256: str) -> Failure | list[OutputRecord]:
+    """Record this media as processed, or say which earlier media it duplicates.
+
+    Called in input order for one batch, so two copies inside a batch resolve deterministically.
+    """
+    keys = {"URL": url_key(req), "content": content_key(req.collection, content_sha256)}
+    if not req.reprocess:
+        for what, key in keys.items():
+            prev = table.get(key)
+            if prev is not None:
+                return _duplicate(req, prev, f"the same {what}")
+    value = {"media_id": req.media_id, "at": time.time()}
+    out = []
+    for key in keys.values():
+        table.put_local(key, value)
+        out.append(OutputRecord("seen", key.encode(), json.dumps(value, separators=(",", ":")).encode()))
+    return out
+
+
+def _duplicate(req: MediaRequest, prev: dict[str, Any], what: str) -> Failure:
+    reason = (
+        f"{what} was already processed as media {prev.get('media_id')!r} in collection {req.collection!r}; "
+        "publish with reprocess=true to process it again"
+    )
+    return Failure("duplicate_media", reason, media_id=req.media_id)

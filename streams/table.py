@@ -1,0 +1,96 @@
+"""A global, changelog-backed key-value table: a compacted topic read in full by every worker.
+
+Writes go to the topic inside the writer's own transaction (as ordinary outputs), so the table
+changes exactly when the data it describes commits. Each worker loads every partition up to the
+end at start (``read_committed``), then a background thread tails the topic; its own writes are
+applied locally at once (:meth:`GlobalTable.put_local`) so a partition's owner never misses
+what it just wrote. Workers see each other's writes after the tail delay (well under a second).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from streams.kafka import consumer
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class GlobalTable:
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self._data: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loaded = threading.Event()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._data.get(key)
+
+    def put_local(self, key: str, value: dict[str, Any]) -> None:
+        with self._lock:
+            self._data[key] = value
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Load the whole topic, then keep following it in the background."""
+        self._thread = threading.Thread(target=self._follow, name=f"table-{self.topic}", daemon=True)
+        self._thread.start()
+        if not self._loaded.wait(timeout_s):
+            raise TimeoutError(f"table {self.topic} did not load in {timeout_s}s")
+        logger.info("table %s loaded: %d keys", self.topic, len(self))
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _follow(self) -> None:
+        c = consumer(
+            self.settings, f"{self.settings.topics.prefix}mediavec.table-reader", **{"enable.partition.eof": True}
+        )
+        try:
+            parts = c.list_topics(self.topic, timeout=30).topics[self.topic].partitions
+            c.assign([TopicPartition(self.topic, p, 0) for p in parts])
+            pending = set(parts)
+            while not self._stop.is_set():
+                for msg in c.consume(500, timeout=0.2):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            pending.discard(msg.partition())
+                        continue
+                    self._apply(msg.key(), msg.value())
+                if not pending:
+                    self._loaded.set()
+        except Exception:
+            logger.exception("table %s follower died", self.topic)
+            time.sleep(1)
+        finally:
+            c.close()
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        k = key.decode("utf-8", "replace")
+        with self._lock:
+            if value is None:
+                self._data.pop(k, None)  # tombstone
+            else:
+                try:
+                    self._data[k] = json.loads(value)
+                except ValueError:
+                    logger.warning("table %s: undecodable value for %s", self.topic, k)

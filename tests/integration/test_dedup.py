@@ -1,0 +1,60 @@
+"""Media-level idempotency across worker restarts: the seen table is a changelog in Kafka."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from consumers.fetch.stage import FetchStage
+from mediavec.mediaserver import MediaServer
+from mediavec.publish import publish
+from mediavec.samples import sample_images
+from schemas import MediaRequest, decode_dead_letter, decode_frame
+from streams.admin import ensure_topics
+from streams.runner import TransactionalRunner
+from streams.settings import Settings
+from streams.table import GlobalTable
+from streams.topics import topics
+from tests.kafkautil import ThreadWorker, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _runner(settings: Settings) -> TransactionalRunner:
+    stage = FetchStage(settings, GlobalTable(settings, topics(settings).seen.name))
+    return TransactionalRunner(settings, stage, batch_size=8, batch_deadline_s=0.1, instance="dedup")
+
+
+def test_a_restarted_worker_still_knows_what_was_processed(settings: Settings, tmp_path: Path) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    photo = sample_images(tmp_path / "samples")[0]
+    shutil.copy(photo, root / "a.png")
+    shutil.copy(photo, root / "same-bytes.png")
+    ensure_topics(settings)
+    t = topics(settings)
+    with MediaServer(root) as server:
+        publish(settings, [MediaRequest(media_id="first", url=server.url("a.png"))], show_progress=False)
+        with ThreadWorker(_runner(settings)):
+            wait_for(lambda: len(read_topic(settings, t.frames.name)) == 1, 60, "the first frame")
+        publish(
+            settings,
+            [
+                MediaRequest(media_id="again-url", url=server.url("a.png")),
+                MediaRequest(media_id="again-bytes", url=server.url("same-bytes.png")),
+                MediaRequest(media_id="forced", url=server.url("a.png"), reprocess=True),
+            ],
+            show_progress=False,
+        )
+        with ThreadWorker(_runner(settings)):  # a new process would load the same table from Kafka
+            wait_for(lambda: len(read_topic(settings, t.dlq.name)) == 2, 60, "two duplicate dead letters")
+            wait_for(lambda: len(read_topic(settings, t.frames.name)) == 2, 60, "the forced frame")
+    letters = {d.media_id: d for d in (decode_dead_letter(m.value) for m in read_topic(settings, t.dlq.name))}
+    assert set(letters) == {"again-url", "again-bytes"}
+    assert all(d.error_class == "duplicate_media" for d in letters.values())
+    assert "'first'" in letters["again-url"].reason, letters["again-url"].reason
+    # again-bytes may be judged after 'forced' (another partition) claimed the same content
+    assert "'first'" in letters["again-bytes"].reason or "'forced'" in letters["again-bytes"].reason
+    assert sorted(decode_frame(m.value).media_id for m in read_topic(settings, t.frames.name)) == ["first", "forced"]
