@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from streams.settings import load_settings
+from streams.settings import Settings, load_settings
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -87,6 +87,77 @@ def _dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from mediavec.replay import parse_time, resolve_window, run_replay
+
+    settings = load_settings()
+    window = resolve_window(
+        settings,
+        from_offset=args.from_offset,
+        from_time_ms=parse_time(args.from_time) if args.from_time else None,
+        to_offset=args.to_offset,
+        to_time_ms=parse_time(args.to_time) if args.to_time else None,
+    )
+    print(f"window: {window.size} events in {len(window.starts)} partitions of {window.topic}")
+    update = {k: v for k, v in (("arch", args.model_arch), ("pretrained", args.model_pretrained)) if v}
+    run_replay(
+        settings,
+        window,
+        target=args.target,
+        source=args.source,
+        model_update=update,
+        log_dir=settings.data_dir / "logs",
+    )
+    print(f"next: mediavec alias set <name> --to {args.target}   (switches searches to the new version)")
+    return 0
+
+
+def _alias(args: argparse.Namespace) -> int:
+    from consumers.sink_qdrant.transform import collection_for
+    from mediavec.aliases import alias_book
+
+    settings = load_settings()
+    book = alias_book(settings)
+    if args.action == "list":
+        for alias, target in sorted(book.all().items()):
+            print(f"{alias} -> {target}")
+        return 0
+    if args.action == "delete":
+        book.delete(args.name)
+        print(f"alias {args.name} deleted")
+        return 0
+    if args.action == "drop":
+        return _drop_version(settings, args.name)
+    model = args.model or _configured_model_id(settings)
+    target = collection_for(args.to, model)
+    before = book.switch(args.name, target)
+    print(f"alias {args.name} -> {target}" + (f" (was {before})" if before else ""))
+    return 0
+
+
+def _configured_model_id(settings: Settings) -> str:
+    from mediavec.models.weights import resolve_weights
+
+    return resolve_weights(settings.model).model_id
+
+
+def _drop_version(settings: Settings, version: str) -> int:
+    from mediavec.aliases import alias_book
+    from mediavec.vectorstore import open_store
+
+    prefix = f"{version}__"
+    in_use = [a for a, t in alias_book(settings).all().items() if t.startswith(prefix)]
+    if in_use:
+        print(f"refusing: aliases {in_use} still point at {version}")
+        return 1
+    with open_store(settings) as store:
+        dropped = [c for c in store.collections() if c.startswith(prefix)]
+        for name in dropped:
+            store.delete_collection(name)
+    print(f"dropped {dropped or 'nothing'}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mediavec.demo import run_demo
 
@@ -133,6 +204,26 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--error-class")
     q.add_argument("--stage")
     q.set_defaults(func=_dlq)
+
+    rp = sub.add_parser("replay", help="re-consume a window of media.requests into a new collection version")
+    start = rp.add_mutually_exclusive_group()
+    start.add_argument("--from-offset", type=int, help="first offset (every partition)")
+    start.add_argument("--from-time", help="ISO-8601 time or epoch seconds")
+    end = rp.add_mutually_exclusive_group()
+    end.add_argument("--to-offset", type=int, help="end offset, exclusive (default: now)")
+    end.add_argument("--to-time", help="ISO-8601 time or epoch seconds (default: now)")
+    rp.add_argument("--target", required=True, help="collection (version) to write, e.g. products-v2")
+    rp.add_argument("--source", help="replay only requests of this collection")
+    rp.add_argument("--model-arch", help="another open_clip architecture for this replay")
+    rp.add_argument("--model-pretrained", help="its pretrained tag / checkpoint name")
+    rp.set_defaults(func=_replay)
+
+    al = sub.add_parser("alias", help="switch the name searches use between collection versions")
+    al.add_argument("action", choices=["set", "list", "delete", "drop"], help="drop: delete a version's collections")
+    al.add_argument("name", nargs="?", default="", help="alias (set/delete) or collection version (drop)")
+    al.add_argument("--to", help="collection version the alias points at (set)")
+    al.add_argument("--model", help="model id of that version (default: the configured model)")
+    al.set_defaults(func=_alias)
 
     demo = sub.add_parser("demo", help="the whole pipeline on bundled sample images")
     demo.add_argument("--query", default="a red double-decker bus")

@@ -10,15 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from mediavec.devstack import stack
+from mediavec.localworkers import LocalWorkers, follow
 from mediavec.mediaserver import MediaServer
 from mediavec.progress import RunTracker
 from mediavec.publish import new_run_id, publish
@@ -34,60 +30,12 @@ STAGES = ("fetch", "embed", "sink-qdrant")
 COLLECTION = "demo"
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    """Environment of the stage processes: the demo's settings, the local server allow-listed."""
-    env = dict(os.environ)
-    env["MEDIAVEC_DATA_DIR"] = str(settings.data_dir.resolve())
-    env["MEDIAVEC_FETCH__ALLOW_CIDRS"] = json.dumps(["127.0.0.1/32"])
-    env.setdefault("MEDIAVEC_MODEL__ALLOW_RANDOM_WEIGHTS", "true")
+def worker_env() -> dict[str, str]:
+    """What the demo's stage processes get on top of the settings: the local server allow-listed."""
+    env = {"MEDIAVEC_FETCH__ALLOW_CIDRS": json.dumps(["127.0.0.1/32"])}
+    if "MEDIAVEC_MODEL__ALLOW_RANDOM_WEIGHTS" not in os.environ:
+        env["MEDIAVEC_MODEL__ALLOW_RANDOM_WEIGHTS"] = "true"
     return env
-
-
-def start_workers(settings: Settings, log_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    procs = {}
-    for stage in STAGES:
-        log = (log_dir / f"{stage}.log").open("ab")
-        cmd = [sys.executable, "-m", "mediavec.cli", "run", stage, "--instance", "demo"]
-        procs[stage] = subprocess.Popen(cmd, env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT)
-    return procs
-
-
-def stop_workers(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    for p in procs.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs.values():
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-def follow(
-    settings: Settings,
-    run_id: str,
-    total: int,
-    procs: dict[str, subprocess.Popen[bytes]],
-    tracker: RunTracker,
-    timeout_s: float = 1800,
-) -> None:
-    """A live bar: stored/total, images/s, success rate, ETA; fails fast if a worker dies."""
-    bar = tqdm(total=total, unit="img", desc="stored")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        prog = tracker.poll(1.0)
-        bar.n = prog.done
-        bar.set_postfix(stored=prog.stored, failed=prog.failed, success=f"{prog.success_rate:.0%}")
-        bar.refresh()
-        if prog.done >= total:
-            break
-        dead = [s for s, p in procs.items() if p.poll() is not None]
-        if dead:
-            raise RuntimeError(f"worker(s) {dead} exited; see {settings.data_dir / 'logs'}")
-    bar.close()
-    if tracker.progress.done < total:
-        raise TimeoutError(f"run {run_id}: {tracker.progress.done}/{total} done after {timeout_s}s")
 
 
 def _drop_demo_collections(settings: Settings) -> None:
@@ -112,7 +60,7 @@ def run_demo(settings: Settings, *, query: str, keep_workers: bool = False) -> i
     ensure_topics(settings)
     images = sample_images(settings.data_dir / "samples")
     _drop_demo_collections(settings)
-    procs = start_workers(settings, settings.data_dir / "logs")
+    workers = LocalWorkers(settings, settings.data_dir / "logs", "demo", worker_env()).start(STAGES)
     print(f"workers started ({', '.join(STAGES)}); logs in {settings.data_dir / 'logs'}")
     try:
         with MediaServer(images[0].parent) as server:
@@ -131,13 +79,13 @@ def run_demo(settings: Settings, *, query: str, keep_workers: bool = False) -> i
             ]
             tracker = RunTracker(settings, run_id, len(requests))
             publish(settings, requests, total=len(requests))
-            follow(settings, run_id, len(requests), procs, tracker)
+            follow(tracker, workers)
             prog = tracker.progress
             tracker.close()
             print(f"run {run_id}: {prog.stored} stored, {prog.failed} failed {prog.causes or ''}")
     finally:
         if not keep_workers:
-            stop_workers(procs)
+            workers.stop()
     _print_searches(settings, query, images[0])
     print("the stack keeps running; `mediavec dev down` stops it")
     return 0

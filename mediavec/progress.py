@@ -51,14 +51,16 @@ class RunProgress:
 class RunTracker:
     """Follows one run on the vectors and DLQ topics, from the moment it is created."""
 
-    def __init__(self, settings: Settings, run_id: str, total: int, sink: str = "sink-qdrant") -> None:
+    def __init__(
+        self, settings: Settings, run_id: str, total: int, sink: str = "sink-qdrant", sink_group: str | None = None
+    ) -> None:
         self.settings = settings
         self.run_id = run_id
         self.progress = RunProgress(total)
         t = topics(settings)
         self._vectors, self._dlq = t.vectors.name, t.dlq.name
         self._reader = consumer(settings, f"{settings.topics.prefix}mediavec.progress-reader")
-        self._sink_group: Consumer = consumer(settings, group_id(settings, sink))
+        self._sink_group: Consumer = consumer(settings, sink_group or group_id(settings, sink))
         self._parts = self._partitions()
         self._reader.assign([TopicPartition(tp, p, OFFSET_END) for tp, p in self._parts])
         self._pending: dict[int, list[tuple[int, str]]] = {}  # vectors partition -> (offset, media id)

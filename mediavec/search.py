@@ -37,14 +37,43 @@ def search(
     limit: int = 10,
     embedder: ClipEmbedder | None = None,
 ) -> list[Hit]:
-    """Top hits in ``collection`` for the configured model (its vectors live in their own collection)."""
-    from consumers.sink_qdrant.transform import collection_for
-    from mediavec.models.clip import ClipEmbedder
+    """Top hits in ``collection`` (an alias, or a collection name embedded by the configured model)."""
+    physical, model = resolve_collection(settings, collection)
+    if embedder is None or (model is not None and model != embedder.model_id):
+        embedder = load_query_model(settings, model)
+    if model is None:
+        from consumers.sink_qdrant.transform import collection_for
 
-    embedder = embedder or ClipEmbedder.load(settings.model)
+        physical = collection_for(collection, embedder.model_id)
     vector = query_vector(embedder, text=text, image=image)
     with open_store(settings) as store:
-        return store.search(collection_for(collection, embedder.model_id), vector, limit)
+        return store.search(physical, vector, limit)
+
+
+def resolve_collection(settings: Settings, name: str) -> tuple[str, str | None]:
+    """(physical collection, model id) behind an alias, or (name, None) when it is no alias."""
+    from consumers.sink_qdrant.transform import model_from_collection
+    from mediavec.aliases import alias_book
+
+    target = alias_book(settings).get(name)
+    if target is None:
+        return name, None
+    return target, model_from_collection(target)
+
+
+def load_query_model(settings: Settings, model_id: str | None) -> ClipEmbedder:
+    """The embedder for queries into a collection made by ``model_id`` (default: the configured one)."""
+    from mediavec.models.clip import ClipEmbedder
+
+    ms = settings.model
+    if model_id is not None:
+        _, arch, pretrained = model_id.split("/")
+        random = pretrained.startswith("random-seed")
+        update = {"arch": arch, "allow_random_weights": random or ms.allow_random_weights}
+        if not random:
+            update["pretrained"] = pretrained
+        ms = ms.model_copy(update=update)
+    return ClipEmbedder.load(ms)
 
 
 def format_hits(hits: list[Hit]) -> str:

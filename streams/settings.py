@@ -61,6 +61,9 @@ class KafkaSettings(BaseModel):
 class TopicSettings(BaseModel):
     model_config = _FROZEN
     prefix: str = Field("", description="Prepended to every topic name (isolates tests and tenants).")
+    sink_prefix: str | None = Field(
+        None, description="Prefix of the vectors and DLQ topics when it differs (a replay shares the live sinks)."
+    )
     requests_partitions: int = 8
     frames_partitions: int = 16
     vectors_partitions: int = 16

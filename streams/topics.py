@@ -57,14 +57,15 @@ class Topics:
 def topics(settings: Settings) -> Topics:
     t = settings.topics
     p = t.prefix
-    dlq = f"{p}media.dlq"
+    shared = t.sink_prefix if t.sink_prefix is not None else p
+    dlq = f"{shared}media.dlq"
     return Topics(
         # Requests are the replay source for reindexing: keep them for 30 days.
         requests=TopicSpec(
             "requests", f"{p}media.requests", t.requests_partitions, 30 * DAY_MS, "json:media_request/v1", dlq
         ),
         frames=TopicSpec("frames", f"{p}media.frames", t.frames_partitions, 2 * DAY_MS, "avro:frame/v1", dlq),
-        vectors=TopicSpec("vectors", f"{p}vectors", t.vectors_partitions, 7 * DAY_MS, "avro:vector_batch/v1", dlq),
+        vectors=TopicSpec("vectors", f"{shared}vectors", t.vectors_partitions, 7 * DAY_MS, "avro:vector_batch/v1", dlq),
         dlq=TopicSpec("dlq", dlq, t.dlq_partitions, 30 * DAY_MS, "avro:dead_letter/v1", None),
         # Media already processed (by URL and by content hash): the fetch stage's dedup table.
         seen=TopicSpec("seen", f"{p}media.seen", 4, -1, "json:seen", None, compacted=True),

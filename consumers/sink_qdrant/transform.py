@@ -111,3 +111,15 @@ def _upsert(name: str, group: _Group) -> CollectionUpsert:
     vectors = np.stack([v for v, _ in group.rows.values()]).astype(np.float16, copy=False)
     payloads = [p for _, p in group.rows.values()]
     return CollectionUpsert(name, group.dim, ids, vectors.reshape(len(ids), group.dim), payloads)
+
+
+def model_from_collection(name: str) -> str | None:
+    """The model id a physical collection was named after, when the slug reads back unambiguously.
+
+    ``products-v2__open_clip.ViT-B-32.openai`` -> ``open_clip/ViT-B-32/openai``; None when the
+    name has no model part or the slug has more or fewer than three dot-separated parts.
+    """
+    if "__" not in name:
+        return None
+    parts = name.rsplit("__", 1)[1].split(".")
+    return "/".join(parts) if len(parts) == 3 and all(parts) else None

@@ -1,0 +1,124 @@
+"""Aliases: the name searches use, switched atomically from one collection version to another.
+
+A Qdrant server keeps them itself (one ``update_collection_aliases`` call deletes and creates in
+one atomic step). The embedded stores keep ``aliases.json`` beside their data, replaced by an
+atomic rename under its own lock file, so aliases can be switched while a sink owns the store.
+An alias maps a name (``products``) to a physical collection (``products-v2__<model slug>``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from streams.settings import Settings
+
+
+class AliasBook(ABC):
+    @abstractmethod
+    def all(self) -> dict[str, str]:
+        """alias -> physical collection."""
+
+    @abstractmethod
+    def switch(self, alias: str, collection: str) -> str | None:
+        """Point ``alias`` at ``collection`` atomically; returns what it pointed at before."""
+
+    @abstractmethod
+    def delete(self, alias: str) -> None: ...
+
+    def get(self, alias: str) -> str | None:
+        return self.all().get(alias)
+
+
+class FileAliases(AliasBook):
+    """aliases.json next to an embedded store (or the encrypted index)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "aliases.json"
+        self._lock_path = directory / "aliases.lock"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock_path.open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def all(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        return {str(k): str(v) for k, v in data.items()}
+
+    def _write(self, data: dict[str, str]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)  # readers see the old or the new file, never half of one
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def switch(self, alias: str, collection: str) -> str | None:
+        with self._locked():
+            data = self.all()
+            before = data.get(alias)
+            data[alias] = collection
+            self._write(data)
+            return before
+
+    def delete(self, alias: str) -> None:
+        with self._locked():
+            data = self.all()
+            data.pop(alias, None)
+            self._write(data)
+
+
+class QdrantAliases(AliasBook):
+    """Aliases kept by Qdrant itself (server, or qdrant-client local mode in tests)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def all(self) -> dict[str, str]:
+        return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+
+    def switch(self, alias: str, collection: str) -> str | None:
+        from qdrant_client import models
+
+        before = self.get(alias)
+        ops: list[Any] = []
+        if before is not None:
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        ops.append(
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
+        )
+        self.client.update_collection_aliases(change_aliases_operations=ops)
+        return before
+
+    def delete(self, alias: str) -> None:
+        from qdrant_client import models
+
+        if self.get(alias) is not None:
+            op = models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))
+            self.client.update_collection_aliases(change_aliases_operations=[op])
+
+
+def alias_book(settings: Settings) -> AliasBook:
+    if settings.qdrant.url:
+        from qdrant_client import QdrantClient
+
+        key = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None
+        return QdrantAliases(QdrantClient(url=settings.qdrant.url, api_key=key))
+    return FileAliases(settings.qdrant_path)
