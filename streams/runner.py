@@ -185,7 +185,11 @@ class TransactionalRunner:
             self._rewind(batch)
             return
         outputs = self._outputs(records, results)
-        if self._commit(outputs, batch):
+        ok = self._commit(outputs, batch)
+        hook = getattr(self.stage, "committed" if ok else "aborted", None)
+        if hook is not None:
+            hook()
+        if ok:
             self.committed_batches += 1
             metrics.EVENTS_OUT.labels(self.stage.name).inc(sum(1 for o in outputs if o.topic != "dlq"))
             for r in results:

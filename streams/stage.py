@@ -65,3 +65,11 @@ class Stage(Protocol):
 
     def close(self) -> None:
         """Release what start() built."""
+
+
+class TransactionAware(Protocol):
+    """Optional hooks a stage may add: told after each batch whether its transaction committed."""
+
+    def committed(self) -> None: ...
+
+    def aborted(self) -> None: ...

@@ -41,6 +41,14 @@ class GlobalTable:
         with self._lock:
             self._data[key] = value
 
+    def restore_local(self, key: str, previous: dict[str, Any] | None) -> None:
+        """Undo a put_local whose transaction aborted."""
+        with self._lock:
+            if previous is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = previous
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._data)

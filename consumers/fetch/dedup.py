@@ -29,6 +29,8 @@ class SeenTable(Protocol):
 
     def put_local(self, key: str, value: dict[str, Any]) -> None: ...
 
+    def restore_local(self, key: str, previous: dict[str, Any] | None) -> None: ...
+
 
 class MemoryTable:
     """The table of one process, with no changelog (single-worker use and unit tests)."""
@@ -49,6 +51,14 @@ class MemoryTable:
         with self._lock:
             self._data[key] = value
 
+    def restore_local(self, key: str, previous: dict[str, Any] | None) -> None:
+        """Undo a put_local whose transaction aborted."""
+        with self._lock:
+            if previous is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = previous
+
 
 def url_key(req: MediaRequest) -> str:
     return f"{req.collection}|url|{hashlib.sha256(req.url.encode()).hexdigest()}"
@@ -68,10 +78,14 @@ def seen_before_download(table: SeenTable, req: MediaRequest) -> Failure | None:
     return _duplicate(req, prev, "the same URL")
 
 
-def claim(table: SeenTable, req: MediaRequest, content_sha256: str) -> Failure | list[OutputRecord]:
+def claim(
+    table: SeenTable, req: MediaRequest, content_sha256: str, undo: list[tuple[str, dict[str, Any] | None]]
+) -> Failure | list[OutputRecord]:
     """Record this media as processed, or say which earlier media it duplicates.
 
     Called in input order for one batch, so two copies inside a batch resolve deterministically.
+    Each local write is appended to ``undo`` (key, previous value), so the caller can take the
+    writes back if the batch's transaction aborts.
     """
     keys = {"URL": url_key(req), "content": content_key(req.collection, content_sha256)}
     if not req.reprocess:
@@ -82,6 +96,7 @@ def claim(table: SeenTable, req: MediaRequest, content_sha256: str) -> Failure |
     value = {"media_id": req.media_id, "at": time.time()}
     out = []
     for key in keys.values():
+        undo.append((key, table.get(key)))
         table.put_local(key, value)
         out.append(OutputRecord("seen", key.encode(), json.dumps(value, separators=(",", ":")).encode()))
     return out

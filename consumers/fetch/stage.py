@@ -92,6 +92,7 @@ class FetchStage:
         self._downloader: Downloader | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._bytes_reported = 0
+        self._uncommitted: list[tuple[str, dict[str, Any] | None]] = []  # seen-table writes of the open batch
 
     @property
     def bytes_downloaded(self) -> int:
@@ -126,6 +127,16 @@ class FetchStage:
         self._bytes_reported = downloaded
         return results
 
+    def committed(self) -> None:
+        """The runner committed the last batch: its seen-table writes are now in the changelog."""
+        self._uncommitted.clear()
+
+    def aborted(self) -> None:
+        """The runner aborted the last batch: take its seen-table writes back (it will be redone)."""
+        for key, previous in reversed(self._uncommitted):
+            self.seen.restore_local(key, previous)
+        self._uncommitted.clear()
+
     def close(self) -> None:
         if self._runner is not None:
             if self._downloader is not None and self._runner.alive:
@@ -144,7 +155,7 @@ class FetchStage:
         if isinstance(item, Failure):
             return item
         req, image = item
-        seen = claim(self.seen, req, image.content_sha256)
+        seen = claim(self.seen, req, image.content_sha256, self._uncommitted)
         if isinstance(seen, Failure):
             return seen
         frame = OutputRecord(topic="frames", key=req.media_id.encode(), value=encode_frame(_frame(req, image)))

@@ -28,7 +28,7 @@ from mediavec.vectorstore import open_store
 from schemas import MediaRequest, decode_dead_letter, point_id
 from streams.admin import ensure_topics
 from streams.kafka import producer
-from streams.settings import FetchSettings, Settings
+from streams.settings import Settings
 from streams.topics import topics
 from tests.e2e.corpus import Corpus, build_corpus
 from tests.kafkautil import read_topic
@@ -72,22 +72,6 @@ class Workers:
                 p.wait(60)
             except subprocess.TimeoutExpired:
                 p.kill()
-
-
-@pytest.fixture
-def e2e_settings(settings: Settings) -> Settings:
-    fetch = FetchSettings(
-        allow_cidrs=("127.0.0.1/32",),
-        connect_timeout_s=2.0,
-        read_timeout_s=2.5,
-        total_deadline_s=10.0,
-        retries=2,
-        backoff_base_s=0.05,
-        per_host_concurrency=16,
-        concurrency=32,
-        max_pixels=40_000_000,
-    )
-    return settings.model_copy(update={"fetch": fetch})
 
 
 @pytest.fixture

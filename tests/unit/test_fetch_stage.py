@@ -181,3 +181,14 @@ def test_same_url_or_content_is_processed_once_unless_reprocess(server: MediaSer
     assert server.hits("bus.jpg") == hits, "a known URL must be refused before it is downloaded"
     forced = stage.process([record(request("a", server.url("bus.jpg"), reprocess=True), 5)])
     assert isinstance(forced[0], list) and [r.key for r in forced[0] if r.topic == "frames"] == [b"a"]
+
+
+def test_an_aborted_batch_takes_its_seen_writes_back(server: MediaServer, stage: FetchStage) -> None:
+    batch = [record(request("a", server.url("bus.jpg")), 0)]
+    assert isinstance(stage.process(batch)[0], list)
+    stage.aborted()  # the transaction failed: the runner will hand the same batch again
+    redo = stage.process(batch)[0]
+    assert isinstance(redo, list) and [r.key for r in redo if r.topic == "frames"] == [b"a"]
+    stage.committed()
+    again = stage.process([record(request("b", server.url("bus.jpg")), 1)])[0]
+    assert isinstance(again, Failure) and again.error_class == "duplicate_media"

@@ -1,0 +1,79 @@
+"""A chaos harness: stages as processes, killed with SIGKILL at random, the broker restarted.
+
+Shared by the CI chaos test (short) and ``loadtest/chaos_long.py`` (long). Every worker that
+dies, killed or by itself (a broker restart can make a worker exit on purpose), is restarted
+with the same instance id, as a supervisor would.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mediavec.localworkers import LocalWorkers
+from mediavec.progress import RunTracker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ChaosReport:
+    kills: Counter[str] = field(default_factory=Counter)
+    self_exits: Counter[str] = field(default_factory=Counter)
+    broker_restarts: int = 0
+    seconds: float = 0.0
+
+
+def run_with_chaos(
+    workers: LocalWorkers,
+    tracker: RunTracker,
+    *,
+    stages: list[str],
+    restart_broker: Callable[[], None],
+    kill_every_s: tuple[float, float] = (2.0, 5.0),
+    broker_restart_at: float = 0.4,
+    min_kills_per_stage: int = 2,
+    timeout_s: float = 1500,
+    seed: int = 1,
+) -> ChaosReport:
+    """Kill random stages until the run is done (and every stage was killed often enough)."""
+    rng = random.Random(seed)
+    report = ChaosReport()
+    start = time.monotonic()
+    next_kill = start + rng.uniform(*kill_every_s)
+    total = tracker.progress.total
+    while True:
+        prog = tracker.poll(0.5)
+        _restart_dead(workers, report)
+        now = time.monotonic()
+        if now - start > timeout_s:
+            raise AssertionError(f"chaos run stuck at {prog} after {report}")
+        chaos_done = all(report.kills[s] >= min_kills_per_stage for s in stages) and report.broker_restarts >= 1
+        if prog.done >= total and chaos_done:
+            break
+        if report.broker_restarts == 0 and prog.done >= broker_restart_at * total:
+            logger.warning("chaos: restarting the broker")
+            restart_broker()
+            report.broker_restarts += 1
+        elif now >= next_kill and not chaos_done:
+            stage = rng.choice(stages)
+            logger.warning("chaos: SIGKILL %s at %d/%d", stage, prog.done, total)
+            workers.procs[stage].send_signal(signal.SIGKILL)
+            workers.procs[stage].wait(30)
+            workers.start([stage])
+            report.kills[stage] += 1
+            next_kill = now + rng.uniform(*kill_every_s)
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _restart_dead(workers: LocalWorkers, report: ChaosReport) -> None:
+    for stage in workers.dead():
+        logger.warning("chaos: %s exited by itself (%s); restarting", stage, workers.procs[stage].returncode)
+        report.self_exits[stage] += 1
+        workers.start([stage])

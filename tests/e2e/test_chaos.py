@@ -1,0 +1,61 @@
+"""Exactly-once under faults: >= 500 media while every stage is SIGKILLed repeatedly and the broker restarts.
+
+Afterwards the store holds exactly the good media (count, ids, vectors equal to the model's own
+output), nothing twice, and the DLQ holds exactly the planted bad inputs, once each.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from mediavec.devstack import stack as devstack
+from mediavec.localworkers import LocalWorkers
+from mediavec.mediaserver import Canary, MediaServer
+from mediavec.progress import RunTracker
+from mediavec.publish import new_run_id, publish
+from mediavec.samples import sample_images
+from streams.admin import ensure_topics
+from streams.settings import Settings
+from tests.e2e.chaos import run_with_chaos
+from tests.e2e.corpus import build_corpus
+from tests.e2e.test_image_pipeline import _assert_dlq, _assert_store, _publish_invalid, _requests
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+STAGES = ["fetch", "embed", "sink-qdrant"]
+
+
+def test_chaos_kills_and_a_broker_restart_change_nothing(
+    e2e_settings: Settings, stack_settings: Settings, tmp_path: Path
+) -> None:
+    settings = e2e_settings
+    root = tmp_path / "media"
+    root.mkdir()
+    with MediaServer(root) as server, Canary() as canary:
+        corpus = build_corpus(root, sample_images(tmp_path / "samples"), server, canary, n_good=470, n_flaky=20)
+        total = len(corpus.good) + len(corpus.bad) + len(corpus.invalid_json)
+        assert total >= 500
+        ensure_topics(settings)
+        run_id = new_run_id()
+        tracker = RunTracker(settings, run_id, total)
+        workers = LocalWorkers(settings, tmp_path / "logs", "chaos").start(STAGES)
+        try:
+            publish(settings, _requests(corpus, run_id), show_progress=False)
+            _publish_invalid(settings, corpus, run_id)
+            report = run_with_chaos(
+                workers,
+                tracker,
+                stages=STAGES,
+                restart_broker=lambda: devstack.restart_kafka(stack_settings, kill=True),
+            )
+        finally:
+            tracker.close()
+            workers.stop()
+        assert sum(report.kills.values()) >= 6 and report.broker_restarts == 1
+        time.sleep(0.1)
+        _assert_dlq(settings, corpus)
+        _assert_store(settings, corpus)
+        assert canary.hits == 0
