@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 BIN := .venv/bin
 
-.PHONY: setup demo test lint format up down status
+.PHONY: setup demo test lint format up down status validate-deploy
 
 setup:
 	scripts/setup.sh
@@ -34,3 +34,6 @@ down:
 
 status:
 	$(BIN)/mediavec dev status
+
+validate-deploy:
+	scripts/validate-deploy.sh

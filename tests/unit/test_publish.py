@@ -33,3 +33,12 @@ def test_csv_with_a_url_column(tmp_path: Path) -> None:
     a, b = read_requests(f, collection="c", run_id="r")
     assert (a.media_id, a.url, a.metadata) == ("m1", "http://127.0.0.1/a.jpg", {"title": "Bus"})
     assert (b.media_id, b.metadata) == ("m2", {})
+
+
+def test_supervised_workers_get_their_own_metrics_port() -> None:
+    from mediavec.supervisor import worker_env
+
+    base = {"MEDIAVEC_METRICS_PORT": "9100", "X": "y"}
+    assert [worker_env(base, i)["MEDIAVEC_METRICS_PORT"] for i in range(3)] == ["9100", "9101", "9102"]
+    assert worker_env({"MEDIAVEC_METRICS_PORT": "0"}, 2)["MEDIAVEC_METRICS_PORT"] == "0"
+    assert base["MEDIAVEC_METRICS_PORT"] == "9100"

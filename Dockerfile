@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# mediavec: one image for every stage (`mediavec run fetch|embed|sink-qdrant`), the topic job
+# (`mediavec topics`) and the CLI. torch from PyPI is the CUDA build and runs on CPU as well, so
+# the same image serves GPU and CPU nodes. No model weights inside: mount them and set
+# MEDIAVEC_MODEL__MODEL_DIR (README: model weights).
+#
+#   docker build -t mediavec:0.1.0 .
+#   docker run --rm mediavec:0.1.0 --help
+
+FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/mediavec
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY schemas/ schemas/
+COPY streams/ streams/
+COPY consumers/ consumers/
+COPY mediavec/ mediavec/
+RUN /opt/mediavec/bin/pip install . \
+    && /opt/mediavec/bin/python -c "import streams.settings, mediavec.cli"
+
+FROM python:3.11-slim
+LABEL org.opencontainers.image.title="mediavec" \
+      org.opencontainers.image.description="Images and video to searchable vectors over Apache Kafka" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# A fixed non-root uid/gid (k8s/ runs as 10001); the data directory holds worker locks and the
+# demo's sample copies, so it is the only place the workers write besides /tmp and $HOME.
+RUN groupadd --system --gid 10001 mediavec \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/mediavec mediavec \
+    && install -d -o mediavec -g mediavec /var/lib/mediavec
+COPY --from=build /opt/mediavec /opt/mediavec
+ENV PATH=/opt/mediavec/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MEDIAVEC_DATA_DIR=/var/lib/mediavec \
+    HF_HUB_OFFLINE=1
+USER 10001:10001
+WORKDIR /var/lib/mediavec
+EXPOSE 9100
+ENTRYPOINT ["mediavec"]
+CMD ["--help"]
