@@ -205,7 +205,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--stage")
     q.set_defaults(func=_dlq)
 
-    rp = sub.add_parser("replay", help="re-consume a window of media.requests into a new collection version")
+    rp = sub.add_parser("replay", help="re-consume a window of the requests topic into a new collection version")
     start = rp.add_mutually_exclusive_group()
     start.add_argument("--from-offset", type=int, help="first offset (every partition)")
     start.add_argument("--from-time", help="ISO-8601 time or epoch seconds")

@@ -54,7 +54,11 @@ def build(stage: str, settings: Settings, instance: str | None = None) -> Runner
 
         s = settings.sink
         return StoreSinkRunner(
-            settings, QdrantSink(settings), batch_size=s.batch_size, batch_deadline_s=s.batch_deadline_s
+            settings,
+            QdrantSink(settings),
+            batch_size=s.batch_size,
+            batch_deadline_s=s.batch_deadline_s,
+            instance=instance,
         )
     raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
 

@@ -54,7 +54,7 @@ class DlqEntry:
 def read_entries(settings: Settings, timeout_s: float = 10.0) -> Iterator[DlqEntry]:
     """Every committed entry now in the DLQ topic, oldest first per partition (no group state)."""
     name = topics(settings).dlq.name
-    c = consumer(settings, f"{settings.topics.prefix}mediavec.dlq-reader", **{"enable.partition.eof": True})
+    c = consumer(settings, f"{settings.topics.prefix}mediavec.dlq-reader", overrides={"enable.partition.eof": True})
     try:
         meta = c.list_topics(name, timeout=timeout_s).topics[name]
         parts = []

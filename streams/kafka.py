@@ -23,7 +23,12 @@ def group_id(settings: Settings, name: str) -> str:
     return f"{settings.topics.prefix}mediavec.{name}"
 
 
-def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
+def consumer(
+    settings: Settings, group: str, *, instance: str | None = None, overrides: dict[str, Any] | None = None
+) -> Consumer:
+    """A read_committed consumer; ``instance`` makes it a static group member (KIP-345), so a
+    restarted worker takes its partitions straight back instead of waiting out a rebalance."""
+    static = {"group.instance.id": f"{group}.{instance}"} if instance else {}
     conf = {
         **_base(settings),
         "group.id": group,
@@ -35,7 +40,8 @@ def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
         "session.timeout.ms": settings.kafka.session_timeout_ms,
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
-        **overrides,
+        **static,
+        **(overrides or {}),
     }
     return Consumer(conf)
 

@@ -99,7 +99,7 @@ class TransactionalRunner:
         self.topics = topics(settings)
         self.input = self.topics.by_name(stage.input_topic)
         self.group = group_id(settings, stage.name)
-        self.instance = instance or socket.gethostname()
+        self.instance = instance or default_instance()
         self.transactional_id = f"{self.group}.{self.instance}"
         self.batch_size = batch_size
         self.batch_deadline_s = batch_deadline_s
@@ -118,7 +118,7 @@ class TransactionalRunner:
             self.stage.start()
             self._producer = transactional_producer(self.settings, self.transactional_id)
             self._producer.init_transactions(60)
-            self._consumer = make_consumer(self.settings, self.group)
+            self._consumer = make_consumer(self.settings, self.group, instance=self.instance)
             self._consumer.subscribe([self.input.name], on_revoke=self._on_revoke, on_lost=self._on_revoke)
             logger.info("%s worker %s consuming %s", self.stage.name, self.transactional_id, self.input.name)
             while not stop.is_set():

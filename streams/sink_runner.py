@@ -24,7 +24,7 @@ from streams.dlq import dead_letter
 from streams.errors import FatalKafkaError
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, producer
-from streams.runner import to_input
+from streams.runner import InstanceLock, default_instance, to_input
 from streams.settings import Settings
 from streams.stage import Failure, InputRecord, TopicKey
 from streams.topics import topics
@@ -54,7 +54,15 @@ class StoreSink(Protocol):
 
 
 class StoreSinkRunner:
-    def __init__(self, settings: Settings, sink: StoreSink, *, batch_size: int, batch_deadline_s: float) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: StoreSink,
+        *,
+        batch_size: int,
+        batch_deadline_s: float,
+        instance: str | None = None,
+    ) -> None:
         self.settings = settings
         self.sink = sink
         self.topics = topics(settings)
@@ -62,14 +70,23 @@ class StoreSinkRunner:
         self.group = group_id(settings, sink.name)
         self.batch_size = batch_size
         self.batch_deadline_s = batch_deadline_s
+        self.instance = instance or default_instance()
         self._buffer: list[Message] = []
         self._consumer: Consumer | None = None
         self._dlq = producer(settings)
         self.written_batches = 0
 
     def run(self, stop: threading.Event) -> None:
+        lock = InstanceLock(self.settings.data_dir / "locks", f"{self.group}.{self.instance}")
+        lock.acquire()
+        try:
+            self._run(stop)
+        finally:
+            lock.release()
+
+    def _run(self, stop: threading.Event) -> None:
         self.sink.start()
-        self._consumer = make_consumer(self.settings, self.group)
+        self._consumer = make_consumer(self.settings, self.group, instance=self.instance)
         self._consumer.subscribe(
             [self.input.name], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )

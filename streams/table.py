@@ -68,7 +68,9 @@ class GlobalTable:
 
     def _follow(self) -> None:
         c = consumer(
-            self.settings, f"{self.settings.topics.prefix}mediavec.table-reader", **{"enable.partition.eof": True}
+            self.settings,
+            f"{self.settings.topics.prefix}mediavec.table-reader",
+            overrides={"enable.partition.eof": True},
         )
         try:
             parts = c.list_topics(self.topic, timeout=30).topics[self.topic].partitions

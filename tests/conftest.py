@@ -85,7 +85,8 @@ def settings(
     dsn = f"host=127.0.0.1 port={stack_settings.devstack.postgres_port} dbname={database} user={postgres.SUPERUSER}"
     yield Settings(
         data_dir=tmp_path,
-        kafka=stack_settings.kafka,
+        # Short sessions: a killed static member's partitions move on after 10 s, not 45 s.
+        kafka=stack_settings.kafka.model_copy(update={"session_timeout_ms": 10_000}),
         devstack=stack_settings.devstack,
         topics=TopicSettings(prefix=f"test.{token}."),
         fetch=FetchSettings(allow_cidrs=("127.0.0.1/32",)),

@@ -24,7 +24,7 @@ class Msg:
 def read_topic(settings: Settings, topic: str, *, committed_only: bool = True, timeout_s: float = 10.0) -> list[Msg]:
     """Every message now readable in ``topic`` (read_committed by default), in partition order."""
     iso = "read_committed" if committed_only else "read_uncommitted"
-    c: Consumer = consumer(settings, "test-reader", **{"isolation.level": iso, "enable.partition.eof": True})
+    c: Consumer = consumer(settings, "test-reader", overrides={"isolation.level": iso, "enable.partition.eof": True})
     try:
         parts = c.list_topics(topic, timeout=timeout_s).topics[topic].partitions
         c.assign([TopicPartition(topic, p, 0) for p in parts])

@@ -125,8 +125,9 @@ def test_rebalance_mid_run_loses_and_duplicates_nothing(settings: Settings) -> N
 
 def test_a_second_worker_with_the_same_instance_is_refused(settings: Settings) -> None:
     ensure_topics(settings)
-    with ThreadWorker(TransactionalRunner(settings, FanOut(), batch_size=4, batch_deadline_s=0.1, instance="dup")):
-        wait_for(lambda: (settings.data_dir / "locks").exists(), 30, "the instance lock")
+    first = TransactionalRunner(settings, FanOut(), batch_size=4, batch_deadline_s=0.1, instance="dup")
+    with ThreadWorker(first):
+        wait_for(lambda: first._consumer is not None, 30, "the first worker to hold its lock and consume")
         second = ThreadWorker(
             TransactionalRunner(settings, FanOut(), batch_size=4, batch_deadline_s=0.1, instance="dup")
         )
