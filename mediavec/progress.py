@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from schemas import SchemaError, decode_dead_letter, decode_frame, decode_request, decode_vector_batch
 from streams.kafka import consumer, group_id
@@ -97,7 +97,12 @@ class RunTracker:
     def _settle(self) -> None:
         if self._pending:
             tps = [TopicPartition(self._vectors, p) for p in self._pending]
-            for tp in self._sink_group.committed(tps, timeout=10):
+            try:
+                committed = self._sink_group.committed(tps, timeout=10)
+            except KafkaException as exc:  # coordinator moving (broker restart): try again next poll
+                logger.info("progress: committed offsets unavailable for now: %s", exc)
+                committed = []
+            for tp in committed:
                 keep = []
                 for offset, media in self._pending[tp.partition]:
                     (self._stored.add(media) if 0 <= offset < tp.offset else keep.append((offset, media)))
