@@ -30,6 +30,11 @@ _FENCED = {
 }
 
 
+def is_fatal(err: KafkaError) -> bool:
+    """A consumer error after which the client cannot go on (e.g. a fenced static member)."""
+    return bool(err.fatal()) or err.code() in (KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID)
+
+
 def classify(exc: BaseException) -> Action:
     """What to do about an exception raised by a producer or consumer call."""
     if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):

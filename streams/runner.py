@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from schemas import Header
 from streams import metrics
 from streams.dlq import dead_letter
-from streams.errors import Action, FatalKafkaError, backoff_s, classify
+from streams.errors import Action, FatalKafkaError, backoff_s, classify, is_fatal
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, transactional_producer
 from streams.settings import Settings
@@ -161,7 +161,7 @@ class TransactionalRunner:
                 err = m.error()
                 if err is None:
                     self._buffer.append(m)
-                elif err.fatal():
+                elif is_fatal(err):
                     raise FatalKafkaError(str(err))
                 elif err.code() != KafkaError._PARTITION_EOF:
                     logger.warning("consumer error: %s", err)

@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from streams import metrics
 from streams.dlq import dead_letter
-from streams.errors import FatalKafkaError
+from streams.errors import FatalKafkaError, is_fatal
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, producer
 from streams.runner import InstanceLock, default_instance, to_input
@@ -125,7 +125,7 @@ class StoreSinkRunner:
                 err = m.error()
                 if err is None:
                     self._buffer.append(m)
-                elif err.fatal():
+                elif is_fatal(err):
                     raise FatalKafkaError(str(err))
                 elif err.code() != KafkaError._PARTITION_EOF:
                     logger.warning("consumer error: %s", err)

@@ -83,3 +83,12 @@ def test_settings_survive_the_trip_through_worker_environment(monkeypatch: pytes
     for k, v in s.to_env().items():
         monkeypatch.setenv(k, v)
     assert Settings() == s
+
+
+def test_a_fenced_static_member_is_fatal_for_the_consumer() -> None:
+    from streams.errors import is_fatal
+
+    assert is_fatal(KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer"))
+    assert is_fatal(KafkaError(KafkaError.FENCED_INSTANCE_ID, "x"))
+    assert is_fatal(KafkaError(KafkaError.UNKNOWN, "x", fatal=True))
+    assert not is_fatal(KafkaError(KafkaError._TRANSPORT, "broker down", retriable=True))
