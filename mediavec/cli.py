@@ -54,14 +54,21 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from mediavec.search import format_hits, search
+    from mediavec.search import default_stores, format_hits, search
 
+    settings = load_settings()
+    stores = (
+        default_stores(settings)
+        if args.store == "auto"
+        else (("qdrant", "encrypted") if args.store == "all" else (args.store,))
+    )
     hits = search(
-        load_settings(),
+        settings,
         text=args.text,
         image=Path(args.image) if args.image else None,
         collection=args.collection,
         limit=args.limit,
+        stores=stores,
     )
     print(json.dumps([h.__dict__ for h in hits], default=str, indent=1) if args.json else format_hits(hits))
     return 0
@@ -158,6 +165,19 @@ def _drop_version(settings: Settings, version: str) -> int:
     return 0
 
 
+def _metadb(args: argparse.Namespace) -> int:
+    from mediavec.metadb import drop_old_partitions, migrate_database
+
+    settings = load_settings()
+    if args.action == "migrate":
+        applied = migrate_database(settings)
+        print(f"applied migrations {applied}" if applied else "schema is up to date")
+    else:
+        dropped = drop_old_partitions(settings, args.older_than_days)
+        print(f"dropped {', '.join(dropped) if dropped else 'no partitions'}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mediavec.demo import run_demo
 
@@ -177,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_topics)
 
     r = sub.add_parser("run", help="run one stage's consumer group worker")
-    r.add_argument("stage", choices=["fetch", "embed", "sink-qdrant"])
+    r.add_argument("stage", choices=["fetch", "embed", "sink-qdrant", "sink-postgres", "sink-encrypted"])
     r.add_argument("--instance", help="stable worker id (transactional id suffix); default: host name")
     r.add_argument("--workers", type=int, default=1, help="start and supervise N worker processes")
     r.set_defaults(func=_run)
@@ -197,6 +217,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--collection", default="default")
     s.add_argument("--limit", type=int, default=10)
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--store",
+        choices=["auto", "qdrant", "encrypted", "all"],
+        default="auto",
+        help="where to search; auto: Qdrant, plus the encrypted index when its key is configured",
+    )
     s.set_defaults(func=_search)
 
     q = sub.add_parser("dlq", help="list or redrive dead letters")
@@ -224,6 +250,11 @@ def parser() -> argparse.ArgumentParser:
     al.add_argument("--to", help="collection version the alias points at (set)")
     al.add_argument("--model", help="model id of that version (default: the configured model)")
     al.set_defaults(func=_alias)
+
+    md = sub.add_parser("metadb", help="PostgreSQL frame metadata: migrations and retention")
+    md.add_argument("action", choices=["migrate", "drop-partitions"])
+    md.add_argument("--older-than-days", type=int, default=30, help="drop-partitions: keep this many days")
+    md.set_defaults(func=_metadb)
 
     demo = sub.add_parser("demo", help="the whole pipeline on bundled sample images")
     demo.add_argument("--query", default="a red double-decker bus")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from mediavec.encindex.hits import merge_hits
 from mediavec.vectorstore import Hit, open_store
 from streams.settings import Settings
 
@@ -36,6 +37,7 @@ def search(
     collection: str = "default",
     limit: int = 10,
     embedder: ClipEmbedder | None = None,
+    stores: tuple[str, ...] = ("qdrant",),
 ) -> list[Hit]:
     """Top hits in ``collection`` (an alias, or a collection name embedded by the configured model)."""
     physical, model = resolve_collection(settings, collection)
@@ -46,8 +48,28 @@ def search(
 
         physical = collection_for(collection, embedder.model_id)
     vector = query_vector(embedder, text=text, image=image)
-    with open_store(settings) as store:
-        return store.search(physical, vector, limit)
+    lists: list[list[Hit]] = []
+    if "qdrant" in stores:
+        with open_store(settings) as store:
+            lists.append(store.search(physical, vector, limit))
+    if "encrypted" in stores:
+        lists.append(_search_encrypted(settings, physical, vector, limit))
+    return merge_hits(lists, limit)
+
+
+def default_stores(settings: Settings) -> tuple[str, ...]:
+    """Qdrant, plus the encrypted index when a key for it is configured."""
+    enc = settings.encindex
+    return ("qdrant", "encrypted") if (enc.key_file or enc.key_env) else ("qdrant",)
+
+
+def _search_encrypted(settings: Settings, physical: str, vector: np.ndarray, limit: int) -> list[Hit]:
+    """Scene vectors in the encrypted index: every shard of the collection, best first."""
+    from mediavec.encindex import open_encrypted_store
+
+    with open_encrypted_store(settings) as enc:
+        name = f"{physical}__scene"
+        return enc.search(name, vector, limit) if name in enc.collections() else []
 
 
 def resolve_collection(settings: Settings, name: str) -> tuple[str, str | None]:

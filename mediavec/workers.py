@@ -10,10 +10,11 @@ from typing import Protocol
 from streams import metrics
 from streams.admin import ensure_topics
 from streams.settings import Settings
+from streams.sink_runner import StoreSink
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("fetch", "embed", "sink-qdrant")
+STAGES = ("fetch", "embed", "sink-qdrant", "sink-postgres", "sink-encrypted")
 
 
 class Runner(Protocol):
@@ -49,18 +50,33 @@ def build(stage: str, settings: Settings, instance: str | None = None) -> Runner
             batch_deadline_s=e.batch_deadline_s,
             instance=instance,
         )
-    if stage == "sink-qdrant":
-        from consumers.sink_qdrant.sink import QdrantSink
-
+    if stage in SINKS:
         s = settings.sink
         return StoreSinkRunner(
             settings,
-            QdrantSink(settings),
+            _sink(stage, settings),
             batch_size=s.batch_size,
             batch_deadline_s=s.batch_deadline_s,
             instance=instance,
         )
     raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+
+
+SINKS = ("sink-qdrant", "sink-postgres", "sink-encrypted")
+
+
+def _sink(stage: str, settings: Settings) -> StoreSink:
+    if stage == "sink-qdrant":
+        from consumers.sink_qdrant.sink import QdrantSink
+
+        return QdrantSink(settings)
+    if stage == "sink-postgres":
+        from consumers.sink_postgres.sink import PostgresSink
+
+        return PostgresSink(settings)
+    from consumers.sink_encrypted.sink import EncryptedSink
+
+    return EncryptedSink(settings)
 
 
 def run_worker(stage: str, settings: Settings, instance: str | None = None) -> None:

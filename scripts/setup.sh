@@ -51,7 +51,7 @@ python_env() {
     return
   fi
   log "installing mediavec and its dependencies into $VENV"
-  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  "$VENV/bin/python" -m pip install -q -e '.[dev,encrypted]'
   echo "$want" > "$STAMP"
 }
 

@@ -127,6 +127,19 @@ class PostgresSettings(BaseModel):
     dsn: SecretStr | None = Field(None, description="libpq DSN; unset means the local dev stack.")
 
 
+class EncIndexSettings(BaseModel):
+    """The encrypted index (CyborgDB); validated further by mediavec.encindex.config."""
+
+    model_config = _FROZEN
+    path: Path | None = Field(None, description="Store directory (default DATA_DIR/encindex).")
+    key_file: Path | None = Field(None, description="File holding the 32-byte index key (raw or 64 hex chars).")
+    key_env: str | None = Field(None, description="Name of the environment variable holding the key as hex.")
+    shard_capacity: int = Field(900_000, description="Items per shard; a new shard opens before one passes it.")
+    train_min: int = Field(10_000, description="Vectors a shard holds before its first training.")
+    retrain_growth: float = Field(2.0, description="Retrain when a shard grew this many times since training.")
+    cpu_threads: int = Field(0, description="Engine threads (0 = all cores).")
+
+
 class DevStackSettings(BaseModel):
     model_config = _FROZEN
     kafka_port: int = 19092
@@ -150,6 +163,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     qdrant: QdrantSettings = QdrantSettings()
     postgres: PostgresSettings = PostgresSettings()
+    encindex: EncIndexSettings = EncIndexSettings()
     devstack: DevStackSettings = DevStackSettings()
 
     @property

@@ -75,6 +75,7 @@ class StoreSinkRunner:
         self._consumer: Consumer | None = None
         self._dlq = producer(settings)
         self.written_batches = 0
+        self._committed: Offsets = {}
 
     def run(self, stop: threading.Event) -> None:
         lock = InstanceLock(self.settings.data_dir / "locks", f"{self.group}.{self.instance}")
@@ -96,6 +97,8 @@ class StoreSinkRunner:
                 batch = self._fill(stop)
                 if batch:
                     self._apply(batch)
+                else:
+                    self._commit_idle_positions()
         finally:
             self._consumer.close()
             self._dlq.flush(10)
@@ -149,10 +152,37 @@ class StoreSinkRunner:
         metrics.PROCESS_S.labels(self.sink.name).observe(time.monotonic() - t0)
         metrics.EVENTS_OUT.labels(self.sink.name).inc(len(good))
         self.written_batches += 1
-        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        self._advisory_commit(offsets)
+
+    def _commit_idle_positions(self) -> None:
+        """While idle, let the advisory offsets move past trailing transaction markers."""
+        assert self._consumer is not None
         try:
+            moved = [
+                tp
+                for tp in self._consumer.position(self._consumer.assignment())
+                if tp.offset >= 0 and self._committed.get((tp.topic, tp.partition)) != tp.offset
+            ]
+            if moved:
+                self._consumer.commit(offsets=moved, asynchronous=True)
+                self._committed.update({(tp.topic, tp.partition): tp.offset for tp in moved})
+        except KafkaException as exc:
+            logger.debug("idle advisory commit failed: %s", exc)
+
+    def _advisory_commit(self, offsets: Offsets) -> None:
+        """Commit for lag and progress views only (the store holds the real offsets).
+
+        The consumer's position rather than last+1: it has moved past transaction markers, so a
+        sink that has stored everything shows zero lag.
+        """
+        assert self._consumer is not None
+        try:
+            wanted = [TopicPartition(t, p) for (t, p) in offsets]
+            positions = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(wanted)}
+            tps = [TopicPartition(t, p, max(o, positions.get((t, p), o))) for (t, p), o in offsets.items()]
             self._consumer.commit(offsets=tps, asynchronous=True)
-        except KafkaException as exc:  # advisory only: the store holds the real offsets
+            self._committed.update({(tp.topic, tp.partition): tp.offset for tp in tps})
+        except KafkaException as exc:
             logger.debug("advisory commit failed: %s", exc)
 
     def _dead_letters(self, failures: list[tuple[InputRecord, Failure]]) -> None:

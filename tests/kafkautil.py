@@ -80,3 +80,28 @@ class ThreadWorker:
         self.thread.join(60)
         if self.error is not None:
             raise self.error
+
+
+def group_caught_up(settings: Settings, group: str, topic: str) -> bool:
+    """True when ``group`` has committed the end of every partition of ``topic``."""
+    c: Consumer = consumer(settings, group)
+    try:
+        parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
+        ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+        committed = c.committed(parts, timeout=10)
+        return all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in committed)
+    except Exception:  # a coordinator moving counts as not yet
+        return False
+    finally:
+        c.close()
+
+
+def wait_sinks_caught_up(settings: Settings, sinks: tuple[str, ...] | list[str], timeout_s: float = 300) -> None:
+    from streams.kafka import group_id
+    from streams.topics import topics
+
+    vectors = topics(settings).vectors.name
+    for sink in sinks:
+        wait_for(
+            lambda s=sink: group_caught_up(settings, group_id(settings, s), vectors), timeout_s, f"{sink} to catch up"
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mediavec.encindex.keys import generate_key, write_key_file
 from streams.settings import FetchSettings, Settings
 
 
@@ -20,4 +21,7 @@ def e2e_settings(settings: Settings) -> Settings:
         concurrency=32,
         max_pixels=40_000_000,
     )
-    return settings.model_copy(update={"fetch": fetch})
+    key_file = settings.data_dir / "index.key"
+    write_key_file(key_file, generate_key())
+    encindex = settings.encindex.model_copy(update={"key_file": key_file})
+    return settings.model_copy(update={"fetch": fetch, "encindex": encindex})

@@ -7,6 +7,7 @@ output), nothing twice, and the DLQ holds exactly the planted bad inputs, once e
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,29 @@ from streams.admin import ensure_topics
 from streams.settings import Settings
 from tests.e2e.chaos import run_with_chaos
 from tests.e2e.corpus import build_corpus
-from tests.e2e.test_image_pipeline import _assert_dlq, _assert_store, _publish_invalid, _requests
+from tests.e2e.test_image_pipeline import _assert_dlq, _assert_stores, _publish_invalid, _requests
+from tests.kafkautil import group_caught_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-STAGES = ["fetch", "embed", "sink-qdrant"]
+STAGES = ["fetch", "embed", "sink-qdrant", "sink-postgres", "sink-encrypted"]
+
+
+def _caught_up(settings: Settings) -> bool:
+    from streams.kafka import group_id
+    from streams.topics import topics
+
+    return all(group_caught_up(settings, group_id(settings, s), topics(settings).vectors.name) for s in STAGES[2:])
+
+
+def _keep_alive_until(workers: LocalWorkers, done: Callable[[], bool], timeout_s: float = 300) -> None:
+    """Let every sink catch up, restarting any worker that exits, as a supervisor would."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "sinks did not catch up"
+        for stage in workers.dead():
+            workers.start([stage])
+        time.sleep(1)
 
 
 def test_chaos_kills_and_a_broker_restart_change_nothing(
@@ -51,11 +70,11 @@ def test_chaos_kills_and_a_broker_restart_change_nothing(
                 stages=STAGES,
                 restart_broker=lambda: devstack.restart_kafka(stack_settings, kill=True),
             )
+            _keep_alive_until(workers, lambda: _caught_up(settings))
         finally:
             tracker.close()
             workers.stop()
         assert sum(report.kills.values()) >= 6 and report.broker_restarts == 1
-        time.sleep(0.1)
         _assert_dlq(settings, corpus)
-        _assert_store(settings, corpus)
+        _assert_stores(settings, corpus)
         assert canary.hits == 0

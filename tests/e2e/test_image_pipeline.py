@@ -31,9 +31,11 @@ from streams.kafka import producer
 from streams.settings import Settings
 from streams.topics import topics
 from tests.e2e.corpus import Corpus, build_corpus
-from tests.kafkautil import read_topic
+from tests.kafkautil import read_topic, wait_sinks_caught_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+STAGES = ("fetch", "embed", "sink-qdrant", "sink-postgres", "sink-encrypted")
 
 
 class Workers:
@@ -110,7 +112,7 @@ def test_images_end_to_end_with_bad_inputs_retries_and_an_embed_crash(
     run_id = new_run_id()
     tracker = RunTracker(settings, run_id, total)
     try:
-        for stage in ("fetch", "embed", "sink-qdrant"):
+        for stage in STAGES:
             workers.start(stage)
         publish(settings, _requests(corpus, run_id), show_progress=False)
         _publish_invalid(settings, corpus, run_id)
@@ -124,12 +126,13 @@ def test_images_end_to_end_with_bad_inputs_retries_and_an_embed_crash(
                 workers.start("embed")
                 killed = True
         assert killed, "the run ended before the embed worker could be killed"
+        wait_sinks_caught_up(settings, [s for s in STAGES if s.startswith("sink-")])
     finally:
         tracker.close()
         workers.stop()
 
     _assert_dlq(settings, corpus)
-    _assert_store(settings, corpus)
+    _assert_stores(settings, corpus)
     assert canary.hits == 0, "a refused redirect reached 127.0.0.2"
     for media, path in corpus.flaky.items():
         assert server.hits(path) == 2, f"{media}: expected one 500 then one success"
@@ -146,7 +149,42 @@ def _assert_dlq(settings: Settings, corpus: Corpus) -> None:
         assert d.original_value and d.source_offset >= 0
 
 
-def _assert_store(settings: Settings, corpus: Corpus) -> None:
+def _assert_stores(settings: Settings, corpus: Corpus) -> None:
+    """Qdrant, the encrypted index and PostgreSQL each hold exactly the good media, once."""
+    expected = _assert_store(settings, corpus)
+    _assert_encrypted(settings, expected)
+    _assert_postgres(settings, expected)
+
+
+def _assert_encrypted(settings: Settings, expected: dict[str, tuple[str, np.ndarray]]) -> None:
+    from mediavec.encindex import open_encrypted_store
+
+    model = next(iter(expected.values()))[0]
+    name = f"{collection_for('e2e', model)}__scene"
+    ids = sorted(expected)
+    with open_encrypted_store(settings) as enc:
+        assert enc.collections() == [name]
+        assert enc.count(name) == len(ids)
+        points = enc.retrieve(name, ids, with_vectors=True)
+    assert sorted(p.id for p in points) == ids
+    for p in points:
+        assert p.vector is not None
+        want = expected[p.id][1]
+        cos = float(np.dot(p.vector, want) / np.linalg.norm(p.vector) / np.linalg.norm(want))
+        assert cos >= 0.999, f"encrypted vector of {p.id}: cosine {cos:.5f}"
+
+
+def _assert_postgres(settings: Settings, expected: dict[str, tuple[str, np.ndarray]]) -> None:
+    from mediavec.metadb import connect
+
+    with connect(settings) as conn:
+        rows = conn.execute("SELECT point_id::text, media_id, space, collection FROM frame_metadata").fetchall()
+    assert len(rows) == len(expected), "a row is missing or duplicated"
+    assert {r[0] for r in rows} == set(expected)
+    assert all(space == "scene" and coll == "e2e" for _, _, space, coll in rows)
+
+
+def _assert_store(settings: Settings, corpus: Corpus) -> dict[str, tuple[str, np.ndarray]]:
     from mediavec.models.clip import ClipEmbedder
 
     embedder = ClipEmbedder.load(settings.model)
@@ -170,3 +208,4 @@ def _assert_store(settings: Settings, corpus: Corpus) -> None:
     for p in points:
         assert p.payload["media_id"] == ids[p.id] and p.payload["source_url"] == corpus.good[ids[p.id]]
         assert p.payload["model"] == embedder.model_id and p.payload["collection"] == "e2e"
+    return {p.id: (embedder.model_id, expected[i]) for i, p in enumerate(points)}

@@ -6,7 +6,8 @@ their own pinned venv, ``.venv-validate``, built from PyPI on first use and reus
 other tests read the files with PyYAML and hold them to the code: every MEDIAVEC_* name is a
 setting and every value parses, KEDA's triggers name the real topics and groups and never scale
 past the partitions, every workload has requests, probes and a disruption budget, and no secret
-value is committed.
+value is committed. The encrypted sink is the one stage that never scales: its store is embedded
+and serves one process, so it runs as exactly one replica on a persistent volume, unscaled.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import importlib
 import os
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,10 @@ from pydantic import BaseModel
 
 from consumers.embed.stage import EmbedStage
 from consumers.fetch.stage import FetchStage
+from consumers.sink_encrypted.sink import EncryptedSink
+from consumers.sink_postgres.sink import PostgresSink
 from consumers.sink_qdrant.sink import QdrantSink
+from mediavec.encindex import IndexKeyError, parse_key
 from mediavec.workers import STAGES
 from streams.kafka import group_id
 from streams.settings import Settings
@@ -35,7 +40,15 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "validate-deploy.sh"
 K8S = REPO / "k8s"
 # The stage classes name their input topic and consumer group; none is instantiated here.
-STAGE_CLASSES: dict[str, Any] = {"fetch": FetchStage, "embed": EmbedStage, "sink-qdrant": QdrantSink}
+STAGE_CLASSES: dict[str, Any] = {
+    "fetch": FetchStage,
+    "embed": EmbedStage,
+    "sink-qdrant": QdrantSink,
+    "sink-postgres": PostgresSink,
+    "sink-encrypted": EncryptedSink,
+}
+# Its store is embedded in the worker and serves one process: one replica, a volume, no autoscaler.
+SINGLE_REPLICA = frozenset({"sink-encrypted"})
 WORKLOADS = ("Deployment", "StatefulSet")
 Doc = dict[str, Any]
 
@@ -111,6 +124,19 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
     return Settings()
 
 
+def workload(docs: list[Doc], stage: str) -> Doc:
+    """The Deployment or StatefulSet whose first container runs ``stage``."""
+    return next(w for w in of_kind(docs, *WORKLOADS) if stage_of(pod(w)["containers"][0])[0] == stage)
+
+
+def pod(w: Doc) -> Doc:
+    return dict(w["spec"]["template"]["spec"])
+
+
+def env_of(container: Doc) -> dict[str, Doc]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
 def stage_of(container: Doc) -> tuple[str, int]:
     """(stage, worker processes) of a `mediavec run <stage> [--workers N]` container."""
     args = container["args"]
@@ -157,6 +183,12 @@ K8S_BREAKS = {
     "unknown_kind": ("fetch.yaml", ("PodDisruptionBudget", "fetch"), ("kind", "PodDisruptionBudgit"), "no schema"),
     "keda_typo": ("keda.yaml", ("ScaledObject", "embed"), ("spec", "maxReplicas"), "'maxReplicas' was unexpected"),
     "keda_metadata": ("keda.yaml", ("ScaledObject", "embed"), ("metadata", "lables"), "'lables' was unexpected"),
+    "claim_typo": (
+        "sink-encrypted.yaml",
+        ("StatefulSet", "sink-encrypted"),
+        ("spec", "volumeClaimTemplate"),
+        "'volumeClaimTemplate' was unexpected",
+    ),
 }
 
 
@@ -198,7 +230,35 @@ def test_compose_runs_every_stage_as_its_own_service(compose: Doc) -> None:
     assert services["topics"]["restart"] == "no"
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert services["sink-qdrant"]["depends_on"]["qdrant"]["condition"] == "service_healthy"
+    for dependency in ("kafka", "postgres"):
+        assert services["sink-postgres"]["depends_on"][dependency]["condition"] == "service_healthy"
+    assert services["sink-encrypted"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert services["demo-media"]["profiles"] == ["demo"]
+
+
+def test_compose_encrypted_sink_is_one_container_with_its_store_on_a_volume_and_a_key_file(
+    compose: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = compose["services"]["sink-encrypted"]
+    assert service["deploy"]["replicas"] == 1
+    # A fixed instance id: a recreated container takes its static group membership straight back.
+    assert service["command"] == ["run", "sink-encrypted", "--instance", "sink-encrypted-0"]
+    s = settings_from({k: interpolate(v) for k, v in service["environment"].items()}, monkeypatch)
+    (volume,) = service["volumes"]
+    name, target = volume.split(":")
+    assert name in compose["volumes"]  # a named volume: the store outlives the container
+    assert s.encindex.path is not None and s.encindex.path.is_relative_to(target)
+    assert s.data_dir == Path(target)  # the worker and store locks live beside the store
+    (secret,) = service["secrets"]
+    assert s.encindex.key_file == Path("/run/secrets") / secret
+    assert s.encindex.key_env is None
+    # The key file is named by a required variable: no default path, so no key in the repository.
+    source = compose["secrets"][secret]["file"]
+    assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", source), source
+    for name, other in compose["services"].items():
+        if name != "sink-encrypted":
+            assert "secrets" not in other, name
+            assert not any(k.startswith("MEDIAVEC_ENCINDEX__") for k in other.get("environment", {})), name
 
 
 def test_compose_embed_reserves_a_gpu_and_sets_workers_per_gpu(compose: Doc) -> None:
@@ -217,7 +277,7 @@ def test_compose_services_are_health_checked_with_named_volumes(compose: Doc) ->
     for key in ("OFFSETS_TOPIC", "TRANSACTION_STATE_LOG"):
         assert env[f"KAFKA_{key}_REPLICATION_FACTOR"] == 1
     mounted = {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])}
-    assert {"kafka-data", "qdrant-data", "postgres-data"} <= mounted
+    assert {"kafka-data", "qdrant-data", "postgres-data", "encindex-data"} <= mounted
     assert {m for m in mounted if not m.startswith(("$", ".", "/"))} <= set(compose["volumes"])
 
 
@@ -272,7 +332,7 @@ def test_keda_scales_each_stage_on_its_own_topic_within_its_partitions(
     cm = configmap(k8s_docs)
     sasl = {"SCRAM-SHA-512": "scram_sha512", "SCRAM-SHA-256": "scram_sha256", "PLAIN": "plaintext"}
     scaled = of_kind(k8s_docs, "ScaledObject")
-    assert len(scaled) == len(STAGES)
+    assert len(scaled) == len(set(STAGES) - SINGLE_REPLICA)
     auths = {d["metadata"]["name"] for d in of_kind(k8s_docs, "TriggerAuthentication")}
     scaled_stages = set()
     for so in scaled:
@@ -292,7 +352,8 @@ def test_keda_scales_each_stage_on_its_own_topic_within_its_partitions(
         assert meta["tls"] == ("enable" if cm["MEDIAVEC_KAFKA__SECURITY_PROTOCOL"].endswith("SSL") else "disable")
         assert trigger["authenticationRef"]["name"] in auths
         scaled_stages.add(stage)
-    assert scaled_stages == set(STAGES)
+    assert scaled_stages == set(STAGES) - SINGLE_REPLICA
+    assert not of_kind(k8s_docs, "HorizontalPodAutoscaler")  # nothing else scales a single replica
 
 
 def test_every_workload_has_requests_probes_and_a_disruption_budget(k8s_docs: list[Doc]) -> None:
@@ -304,8 +365,14 @@ def test_every_workload_has_requests_probes_and_a_disruption_budget(k8s_docs: li
         template = w["spec"]["template"]
         labels = template["metadata"]["labels"]
         assert any(sel.items() <= labels.items() for sel in pdb_selectors), w["metadata"]["name"]
-        assert "replicas" not in w["spec"]  # KEDA owns the count
+        if stage_of(template["spec"]["containers"][0])[0] in SINGLE_REPLICA:
+            assert w["spec"]["replicas"] == 1  # never scaled, see the encrypted sink's test
+        else:
+            assert "replicas" not in w["spec"]  # KEDA owns the count
         assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+        for c in template["spec"].get("initContainers", []):
+            assert {"cpu", "memory"} <= set(c["resources"]["requests"])
+            assert "memory" in c["resources"]["limits"]
         for c in template["spec"]["containers"]:
             assert {"cpu", "memory"} <= set(c["resources"]["requests"])
             assert "memory" in c["resources"]["limits"]
@@ -329,9 +396,68 @@ def test_transactional_stages_have_stable_instance_ids_and_embed_runs_on_gpus(k8
     assert any(m["mountPath"] == "/models" and m["readOnly"] for m in container["volumeMounts"])
 
 
+def test_postgres_sink_scales_and_reads_its_dsn_from_a_secret(k8s_docs: list[Doc]) -> None:
+    w = workload(k8s_docs, "sink-postgres")
+    assert w["kind"] == "Deployment"  # offsets are in the database: any pod resumes any partition
+    env = env_of(pod(w)["containers"][0])
+    assert env["MEDIAVEC_POSTGRES__DSN"]["valueFrom"]["secretKeyRef"] == {"name": "mediavec-postgres", "key": "dsn"}
+    assert "MEDIAVEC_POSTGRES__DSN" not in configmap(k8s_docs)
+    assert named(k8s_docs, "ScaledObject", "sink-postgres")["spec"]["scaleTargetRef"]["name"] == w["metadata"]["name"]
+
+
+def test_encrypted_sink_is_one_statefulset_replica_on_a_persistent_volume(
+    k8s_docs: list[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = workload(k8s_docs, "sink-encrypted")
+    spec = w["spec"]
+    assert w["kind"] == "StatefulSet" and spec["replicas"] == 1
+    # One pod at a time, also across an update: the old one stops before the new one starts.
+    assert spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
+    assert spec.get("updateStrategy", {}).get("type", "RollingUpdate") == "RollingUpdate"
+    targets = [so["spec"]["scaleTargetRef"]["name"] for so in of_kind(k8s_docs, "ScaledObject")]
+    assert w["metadata"]["name"] not in targets
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert spec.get("persistentVolumeClaimRetentionPolicy", {}).get("whenDeleted", "Retain") == "Retain"
+    container = pod(w)["containers"][0]
+    values = {k: e["value"] for k, e in env_of(container).items() if "value" in e}
+    s = settings_from({**configmap(k8s_docs), **values}, monkeypatch)
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
+    assert s.encindex.path is not None and s.encindex.path.is_relative_to(mount["mountPath"])
+    assert claim["metadata"]["name"] not in {v["name"] for v in pod(w)["volumes"]}  # not shadowed by an emptyDir
+    assert 1 <= s.encindex.cpu_threads <= float(container["resources"]["limits"]["cpu"])
+    pdb = named(k8s_docs, "PodDisruptionBudget", w["metadata"]["name"])
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": pdb["spec"]["selector"]}  # never blocks a drain
+
+
+def test_encrypted_sink_reads_its_key_from_a_mounted_secret_file(k8s_docs: list[Doc]) -> None:
+    spec = pod(workload(k8s_docs, "sink-encrypted"))
+    container = spec["containers"][0]
+    env = env_of(container)
+    assert "MEDIAVEC_ENCINDEX__KEY_ENV" not in env and "MEDIAVEC_ENCINDEX__KEY_ENV" not in configmap(k8s_docs)
+    key_file = Path(env["MEDIAVEC_ENCINDEX__KEY_FILE"]["value"])
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if key_file.is_relative_to(m["mountPath"])]
+    assert mount["readOnly"] and volumes[mount["name"]]["emptyDir"]["medium"] == "Memory"
+    # The init container copies the Secret's file there, owned by the worker, mode 0400.
+    (init,) = spec["initContainers"]
+    assert init["command"][:3] == ["install", "-m", "0400"]
+    source, target = map(Path, init["command"][3:])
+    assert target == key_file
+    (from_mount,) = [m for m in init["volumeMounts"] if source.is_relative_to(m["mountPath"])]
+    secret = volumes[from_mount["name"]]["secret"]
+    assert secret["secretName"] == "mediavec-encindex-key"
+    assert [Path(from_mount["mountPath"]) / i["path"] for i in secret["items"]] == [source]
+
+
 def test_no_secret_value_is_committed(compose: Doc, k8s_docs: list[Doc]) -> None:
     secrets = of_kind(k8s_docs, "Secret")
-    assert {s["metadata"]["name"] for s in secrets} == {"mediavec-kafka-sasl", "mediavec-qdrant", "mediavec-postgres"}
+    assert {s["metadata"]["name"] for s in secrets} == {
+        "mediavec-kafka-sasl",
+        "mediavec-qdrant",
+        "mediavec-postgres",
+        "mediavec-encindex-key",
+    }
     for s in secrets:
         assert "data" not in s, "base64 data hides what is committed: use stringData placeholders"
         assert all("REPLACE_ME" in v for v in s["stringData"].values()), s["metadata"]["name"]
@@ -343,7 +469,22 @@ def test_no_secret_value_is_committed(compose: Doc, k8s_docs: list[Doc]) -> None
         if "secretKeyRef" in e.get("valueFrom", {})
     ]
     refs += [r for a in of_kind(k8s_docs, "TriggerAuthentication") for r in a["spec"]["secretTargetRef"]]
+    mounted = [v["secret"] for w in of_kind(k8s_docs, *WORKLOADS) for v in pod(w).get("volumes", []) if "secret" in v]
+    assert all(m.get("items") for m in mounted), mounted  # name the keys a volume mounts, so they are checked
+    refs += [{"name": m["secretName"], "key": item["key"]} for m in mounted for item in m["items"]]
     assert refs and all((r["name"], r["key"]) in keys for r in refs)
+    assert ("mediavec-encindex-key", "index.key") in {(r["name"], r["key"]) for r in refs}
+    for s in secrets:  # no placeholder is usable as an index key: a forgotten one stops the sink
+        for value in s["stringData"].values():
+            with pytest.raises(IndexKeyError):
+                parse_key(value.encode(), "the template")
+    files = (REPO / "Dockerfile", REPO / "docker-compose.yml", *sorted(K8S.glob("*")))
+    hex_keys = [
+        (f.name, m)
+        for f in files
+        for m in re.findall(r"(?<!sha256:)(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])", f.read_text())
+    ]
+    assert not hex_keys, hex_keys  # an index key is 64 hex characters
     credentials = [
         (key, str(value))
         for service in compose["services"].values()
@@ -373,7 +514,15 @@ def test_dockerfile_installs_the_project_as_a_non_root_user(k8s_docs: list[Doc])
     instructions = [line.split(None, 1) for line in lines if line.strip() and not line.startswith("#")]
     froms = [arg for op, arg in instructions if op == "FROM"]
     assert all(f.startswith("python:3.11-slim") for f in froms)
-    assert any(op == "RUN" and "pip install ." in arg for op, arg in instructions)
+    # The project itself, with the extra that holds sink-encrypted's engine (and only real extras).
+    installs = [
+        m for op, arg in instructions if op == "RUN" for m in re.findall(r"pip install \"\.\[([\w,-]+)\]\"", arg)
+    ]
+    assert len(installs) == 1, installs
+    extras = set(installs[0].split(","))
+    optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "encrypted" in extras and extras <= set(optional)
+    assert ".[encrypted]" in (K8S / "README.md").read_text()
     user = [arg for op, arg in instructions if op == "USER"][-1]
     uid = int(user.split(":")[0])
     assert uid != 0
