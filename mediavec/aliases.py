@@ -122,3 +122,50 @@ def alias_book(settings: Settings) -> AliasBook:
         key = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None
         return QdrantAliases(QdrantClient(url=settings.qdrant.url, api_key=key))
     return FileAliases(settings.qdrant_path)
+
+
+class VersionInUse(RuntimeError):
+    """An alias still points at the version someone asked to drop."""
+
+
+def drop_version(settings: Settings, version: str) -> dict[str, list[str]]:
+    """Delete every store's data of one collection version; refused while an alias points at it.
+
+    Qdrant collections ``<version>__*``, the encrypted index's ``<version>__*`` (when its key is
+    configured) and the PostgreSQL rows of that collection. Returns what was dropped, by store.
+    """
+    from mediavec.vectorstore import open_store
+
+    prefix = f"{version}__"
+    in_use = sorted(a for a, t in alias_book(settings).all().items() if t.startswith(prefix))
+    if in_use:
+        raise VersionInUse(f"aliases {in_use} still point at {version}; switch them first")
+    dropped: dict[str, list[str]] = {}
+    with open_store(settings) as store:
+        dropped["qdrant"] = [c for c in store.collections() if c.startswith(prefix)]
+        for name in dropped["qdrant"]:
+            store.delete_collection(name)
+    if settings.encindex.key_file or settings.encindex.key_env:
+        from mediavec.encindex import open_encrypted_store
+
+        with open_encrypted_store(settings) as enc:
+            dropped["encrypted"] = [c for c in enc.collections() if c.startswith(prefix)]
+            for name in dropped["encrypted"]:
+                enc.delete_collection(name)
+    dropped["postgres"] = _drop_rows(settings, version)
+    return dropped
+
+
+def _drop_rows(settings: Settings, version: str) -> list[str]:
+    import psycopg
+
+    from mediavec.metadb import connect
+
+    try:
+        with connect(settings) as conn:
+            n = conn.execute("DELETE FROM frame_metadata WHERE collection = %s", (version,)).rowcount
+    except psycopg.errors.UndefinedTable:
+        return []  # no metadata sink has run against this database
+    except psycopg.OperationalError:
+        return []  # no PostgreSQL configured or reachable: nothing of this version lives there
+    return [f"{n} rows of collection {version}"] if n else []

@@ -149,19 +149,15 @@ def _configured_model_id(settings: Settings) -> str:
 
 
 def _drop_version(settings: Settings, version: str) -> int:
-    from mediavec.aliases import alias_book
-    from mediavec.vectorstore import open_store
+    from mediavec.aliases import VersionInUse, drop_version
 
-    prefix = f"{version}__"
-    in_use = [a for a, t in alias_book(settings).all().items() if t.startswith(prefix)]
-    if in_use:
-        print(f"refusing: aliases {in_use} still point at {version}")
+    try:
+        dropped = drop_version(settings, version)
+    except VersionInUse as exc:
+        print(f"refusing: {exc}")
         return 1
-    with open_store(settings) as store:
-        dropped = [c for c in store.collections() if c.startswith(prefix)]
-        for name in dropped:
-            store.delete_collection(name)
-    print(f"dropped {dropped or 'nothing'}")
+    for store, what in dropped.items():
+        print(f"{store}: dropped {', '.join(what) if what else 'nothing'}")
     return 0
 
 

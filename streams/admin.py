@@ -45,7 +45,7 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None = None
 
 def _warn_if_underpartitioned(client: AdminClient, spec: TopicSpec, timeout_s: float) -> None:
     meta = client.list_topics(spec.name, timeout=timeout_s).topics.get(spec.name)
-    if meta is not None and len(meta.partitions) < spec.partitions:
+    if meta is not None and 0 < len(meta.partitions) < spec.partitions:  # 0: just created, not yet visible
         logger.warning("topic %s has %d partitions, %d declared", spec.name, len(meta.partitions), spec.partitions)
 
 

@@ -26,6 +26,8 @@ class ChaosReport:
     kills: Counter[str] = field(default_factory=Counter)
     self_exits: Counter[str] = field(default_factory=Counter)
     broker_restarts: int = 0
+    scaled_up: list[str] = field(default_factory=list)
+    scaled_down: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -40,8 +42,15 @@ def run_with_chaos(
     min_kills_per_stage: int = 2,
     timeout_s: float = 1500,
     seed: int = 1,
+    extra: LocalWorkers | None = None,
+    scale: tuple[str, ...] = (),
+    scale_window: tuple[float, float] = (0.2, 0.6),
 ) -> ChaosReport:
-    """Kill random stages until the run is done (and every stage was killed often enough)."""
+    """Kill random stages until the run is done (and every stage was killed often enough).
+
+    With ``extra`` and ``scale``, second workers of those stages join the groups at the first
+    fraction of the run and leave (SIGTERM) at the second: a rebalance each way, mid-run.
+    """
     rng = random.Random(seed)
     report = ChaosReport()
     start = time.monotonic()
@@ -56,6 +65,8 @@ def run_with_chaos(
         chaos_done = all(report.kills[s] >= min_kills_per_stage for s in stages) and report.broker_restarts >= 1
         if prog.done >= total and chaos_done:
             break
+        if extra is not None and scale:
+            _scale(extra, scale, prog.done / total, scale_window, report)
         if report.broker_restarts == 0 and prog.done >= broker_restart_at * total:
             logger.warning("chaos: restarting the broker")
             restart_broker()
@@ -70,6 +81,19 @@ def run_with_chaos(
             next_kill = now + rng.uniform(*kill_every_s)
     report.seconds = time.monotonic() - start
     return report
+
+
+def _scale(
+    extra: LocalWorkers, stages: tuple[str, ...], progress: float, window: tuple[float, float], report: ChaosReport
+) -> None:
+    if not report.scaled_up and progress >= window[0]:
+        logger.warning("chaos: second workers join: %s", stages)
+        extra.start(stages)
+        report.scaled_up = list(stages)
+    elif report.scaled_up and not report.scaled_down and progress >= window[1]:
+        logger.warning("chaos: second workers leave: %s", stages)
+        extra.stop()
+        report.scaled_down = list(stages)
 
 
 def _restart_dead(workers: LocalWorkers, report: ChaosReport) -> None:

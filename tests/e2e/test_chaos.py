@@ -1,4 +1,5 @@
-"""Exactly-once under faults: >= 500 media while every stage is SIGKILLed repeatedly and the broker restarts.
+"""Exactly-once under faults: >= 500 media; every stage SIGKILLed again and again, the broker
+restarted, second workers joining and leaving mid-run.
 
 Afterwards the store holds exactly the good media (count, ids, vectors equal to the model's own
 output), nothing twice, and the DLQ holds exactly the planted bad inputs, once each.
@@ -61,6 +62,7 @@ def test_chaos_kills_and_a_broker_restart_change_nothing(
         run_id = new_run_id()
         tracker = RunTracker(settings, run_id, total)
         workers = LocalWorkers(settings, tmp_path / "logs", "chaos").start(STAGES)
+        extra = LocalWorkers(settings, tmp_path / "logs-b", "chaos-b")  # joins and leaves mid-run
         try:
             publish(settings, _requests(corpus, run_id), show_progress=False)
             _publish_invalid(settings, corpus, run_id)
@@ -69,12 +71,16 @@ def test_chaos_kills_and_a_broker_restart_change_nothing(
                 tracker,
                 stages=STAGES,
                 restart_broker=lambda: devstack.restart_kafka(stack_settings, kill=True),
+                extra=extra,
+                scale=("embed", "sink-postgres"),
             )
             _keep_alive_until(workers, lambda: _caught_up(settings))
         finally:
             tracker.close()
+            extra.stop()
             workers.stop()
         assert sum(report.kills.values()) >= 6 and report.broker_restarts == 1
+        assert report.scaled_up == report.scaled_down == ["embed", "sink-postgres"]
         _assert_dlq(settings, corpus)
         _assert_stores(settings, corpus)
         assert canary.hits == 0
