@@ -133,9 +133,31 @@ def test_images_end_to_end_with_bad_inputs_retries_and_an_embed_crash(
 
     _assert_dlq(settings, corpus)
     _assert_stores(settings, corpus)
+    _assert_no_key_or_plaintext_leaks(settings, corpus, tmp_path)
     assert canary.hits == 0, "a refused redirect reached 127.0.0.2"
     for media, path in corpus.flaky.items():
         assert server.hits(path) == 2, f"{media}: expected one 500 then one success"
+
+
+def _assert_no_key_or_plaintext_leaks(settings: Settings, corpus: Corpus, log_dir: Path) -> None:
+    """The index key is in no worker log, no dead letter and no data file; the encrypted index
+    holds no payload in plaintext."""
+    from mediavec.encindex.keys import load_key
+
+    assert settings.encindex.key_file is not None
+    raw = load_key(settings.encindex.key_file, None).reveal()
+    needles = [raw, raw.hex().encode(), raw.hex().upper().encode()]
+    logs = b"".join(p.read_bytes() for p in log_dir.glob("*.log"))
+    assert logs, "no worker logs to scan"
+    letters = b"".join(m.value for m in read_topic(settings, topics(settings).dlq.name))
+    enc_dir = settings.encindex.path or settings.data_dir / "encindex"
+    files = [p for p in enc_dir.rglob("*") if p.is_file()]
+    assert files, "no encrypted index files to scan"
+    for needle in needles:
+        assert needle not in logs and needle not in letters
+        assert not [p for p in files if needle in p.read_bytes()]
+    sample_url, sample_media = next(iter(corpus.good.values())).encode(), next(iter(corpus.good)).encode()
+    assert not [p for p in files if sample_url in p.read_bytes() or sample_media in p.read_bytes()]
 
 
 def _assert_dlq(settings: Settings, corpus: Corpus) -> None:
