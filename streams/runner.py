@@ -21,12 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from schemas import Header
 from streams import metrics
+from streams.batching import Batcher
 from streams.dlq import dead_letter
-from streams.errors import Action, FatalKafkaError, backoff_s, classify, is_fatal
+from streams.errors import Action, FatalKafkaError, backoff_s, classify
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, transactional_producer
 from streams.settings import Settings
@@ -103,7 +104,7 @@ class TransactionalRunner:
         self.transactional_id = f"{self.group}.{self.instance}"
         self.batch_size = batch_size
         self.batch_deadline_s = batch_deadline_s
-        self._buffer: list[Message] = []
+        self._batcher = Batcher(stage.name, batch_size, batch_deadline_s)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._last_lag_update = 0.0
@@ -138,41 +139,11 @@ class TransactionalRunner:
         self.stage.close()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        gone = {(tp.topic, tp.partition) for tp in partitions}
-        before = len(self._buffer)
-        self._buffer = [m for m in self._buffer if (m.topic(), m.partition()) not in gone]
-        if before != len(self._buffer):
-            logger.info("rebalance: dropped %d buffered events of revoked partitions", before - len(self._buffer))
-
-    # -- batching -------------------------------------------------------------------------------
+        self._batcher.drop(partitions)
 
     def _fill(self, stop: threading.Event) -> list[Message]:
-        """Poll until the batch is full or its deadline (counted from its first event) passes."""
         assert self._consumer is not None
-        started = time.monotonic()
-        deadline: float | None = None
-        while len(self._buffer) < self.batch_size and not stop.is_set():
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                break
-            timeout = 0.5 if deadline is None else max(0.0, deadline - now)
-            msgs = self._consumer.consume(self.batch_size - len(self._buffer), timeout=timeout)
-            for m in msgs:
-                err = m.error()
-                if err is None:
-                    self._buffer.append(m)
-                elif is_fatal(err):
-                    raise FatalKafkaError(str(err))
-                elif err.code() != KafkaError._PARTITION_EOF:
-                    logger.warning("consumer error: %s", err)
-            if self._buffer and deadline is None:
-                deadline = time.monotonic() + self.batch_deadline_s
-            if deadline is None:
-                return []  # idle: give the caller a chance to stop
-        batch, self._buffer = self._buffer, []
-        if batch:
-            metrics.BATCH_FILL_S.labels(self.stage.name).observe(time.monotonic() - started)
-        return batch
+        return self._batcher.fill(self._consumer, stop)
 
     # -- one batch ------------------------------------------------------------------------------
 
@@ -303,7 +274,7 @@ class TransactionalRunner:
                     self._consumer.seek(TopicPartition(topic, partition, offset))
                 except KafkaException as exc:
                     logger.warning("rewind of %s/%d failed: %s", topic, partition, exc)
-        self._buffer = []
+        self._batcher.clear()
 
     def _update_lag(self) -> None:
         now = time.monotonic()

@@ -17,11 +17,12 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from streams import metrics
+from streams.batching import Batcher
 from streams.dlq import dead_letter
-from streams.errors import FatalKafkaError, is_fatal
+from streams.errors import FatalKafkaError
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, producer
 from streams.runner import InstanceLock, default_instance, to_input
@@ -71,7 +72,7 @@ class StoreSinkRunner:
         self.batch_size = batch_size
         self.batch_deadline_s = batch_deadline_s
         self.instance = instance or default_instance()
-        self._buffer: list[Message] = []
+        self._batcher = Batcher(sink.name, batch_size, batch_deadline_s)
         self._consumer: Consumer | None = None
         self._dlq = producer(settings)
         self.written_batches = 0
@@ -113,31 +114,11 @@ class StoreSinkRunner:
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        gone = {(tp.topic, tp.partition) for tp in partitions}
-        self._buffer = [m for m in self._buffer if (m.topic(), m.partition()) not in gone]
+        self._batcher.drop(partitions)
 
     def _fill(self, stop: threading.Event) -> list[Message]:
         assert self._consumer is not None
-        deadline: float | None = None
-        while len(self._buffer) < self.batch_size and not stop.is_set():
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                break
-            timeout = 0.5 if deadline is None else max(0.0, deadline - now)
-            for m in self._consumer.consume(self.batch_size - len(self._buffer), timeout=timeout):
-                err = m.error()
-                if err is None:
-                    self._buffer.append(m)
-                elif is_fatal(err):
-                    raise FatalKafkaError(str(err))
-                elif err.code() != KafkaError._PARTITION_EOF:
-                    logger.warning("consumer error: %s", err)
-            if self._buffer and deadline is None:
-                deadline = time.monotonic() + self.batch_deadline_s
-            if deadline is None:
-                return []
-        batch, self._buffer = self._buffer, []
-        return batch
+        return self._batcher.fill(self._consumer, stop)
 
     def _apply(self, batch: list[Message]) -> None:
         assert self._consumer is not None
