@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 BIN := .venv/bin
 
-.PHONY: setup demo test lint format up down status validate-deploy
+.PHONY: setup demo test testmedia lint format up down status validate-deploy
 
 setup:
 	scripts/setup.sh
@@ -11,11 +11,15 @@ setup:
 demo: setup
 	$(BIN)/mediavec demo
 
-test: setup
+test: setup testmedia
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# Real footage for the video tests (Debian's opencv-doc vtest.avi), fetched once into .mediavec/testmedia.
+testmedia: setup
+	$(BIN)/python -c "from pathlib import Path; from mediavec.testmedia import vtest_avi; vtest_avi(Path('.mediavec/testmedia'))"
 
 lint: setup
 	$(BIN)/ruff check .
