@@ -8,6 +8,7 @@ Debian package creates, and that user owns the data and log directories.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OS_USER = "postgres"  # runs the server when we are root
 SUPERUSER = "postgres"  # the database role initdb creates
 DATABASE = "mediavec"
+FALLBACK_ROOT = Path("/var/tmp/mediavec")
 SOCKET_PATH_MAX = 100  # sun_path holds 107 bytes; ".s.PGSQL.NNNNN" must fit too
 
 
@@ -40,6 +42,11 @@ class PostgresPaths:
     @classmethod
     def of(cls, settings: Settings) -> PostgresPaths:
         root = settings.data_dir.resolve() / "postgres"
+        if not owner_can_reach(root):
+            # Run as root from a private home (a checkout under /root): the server's own user
+            # cannot enter it, so the cluster lives in a directory of its own under /var/tmp.
+            digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+            root = FALLBACK_ROOT / digest / "postgres"
         return cls(root=root, data=root / "data", log_dir=root / "log")
 
     @property
