@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from streams.settings import Settings, load_settings
@@ -161,6 +162,21 @@ def _drop_version(settings: Settings, version: str) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from mediavec.status import look, render
+
+    settings = load_settings()
+    before = look(settings) if args.watch else None
+    while True:
+        if args.watch:
+            time.sleep(args.interval)
+        now = look(settings)
+        print(("\033[2J\033[H" if args.watch else "") + render(now, before), flush=True)
+        if not args.watch:
+            return 0
+        before = now
+
+
 def _metadb(args: argparse.Namespace) -> int:
     from mediavec.metadb import drop_old_partitions, migrate_database
 
@@ -246,6 +262,11 @@ def parser() -> argparse.ArgumentParser:
     al.add_argument("--to", help="collection version the alias points at (set)")
     al.add_argument("--model", help="model id of that version (default: the configured model)")
     al.set_defaults(func=_alias)
+
+    st = sub.add_parser("status", help="per stage: consumer lag, throughput and an ETA to drain")
+    st.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    st.add_argument("--interval", type=float, default=2.0)
+    st.set_defaults(func=_status)
 
     md = sub.add_parser("metadb", help="PostgreSQL frame metadata: migrations and retention")
     md.add_argument("action", choices=["migrate", "drop-partitions"])

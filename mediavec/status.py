@@ -1,0 +1,70 @@
+"""`mediavec status`: per stage and consumer group, lag, throughput and an ETA to drain.
+
+Lag is the sum over the stage's input partitions of (end offset - committed offset). Throughput
+is how fast the committed offsets advance between two looks; with ``--watch`` the view refreshes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from streams.kafka import consumer, group_id
+from streams.settings import Settings
+from streams.topics import topics
+
+STAGE_INPUTS = {
+    "fetch": "requests",
+    "embed": "frames",
+    "sink-qdrant": "vectors",
+    "sink-postgres": "vectors",
+    "sink-encrypted": "vectors",
+}
+
+
+@dataclass(frozen=True)
+class GroupState:
+    stage: str
+    group: str
+    topic: str
+    end: int  # sum of end offsets
+    committed: int  # sum of committed offsets (0 where nothing was committed)
+    at: float
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end - self.committed)
+
+
+def look(settings: Settings) -> list[GroupState]:
+    t = topics(settings)
+    out = []
+    for stage, key in STAGE_INPUTS.items():
+        topic = t.by_name(key).name
+        group = group_id(settings, stage)
+        c: Consumer = consumer(settings, group)
+        try:
+            meta = c.list_topics(topic, timeout=10).topics.get(topic)
+            parts = [TopicPartition(topic, p) for p in (meta.partitions if meta else [])]
+            end = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+            committed = sum(max(0, tp.offset) for tp in c.committed(parts, timeout=10)) if parts else 0
+        except KafkaException:
+            end, committed = 0, 0
+        finally:
+            c.close()
+        out.append(GroupState(stage, group, topic, end, committed, time.monotonic()))
+    return out
+
+
+def render(now: list[GroupState], before: list[GroupState] | None) -> str:
+    lines = [f"{'stage':<15} {'group':<32} {'lag':>9} {'events/s':>9} {'ETA':>9}"]
+    prev = {s.stage: s for s in before or []}
+    for s in now:
+        p = prev.get(s.stage)
+        rate = (s.committed - p.committed) / (s.at - p.at) if p and s.at > p.at else None
+        eta = "-" if s.lag == 0 else (f"{s.lag / rate:.0f}s" if rate else "?")
+        rate_text = f"{rate:.1f}" if rate is not None else "-"
+        lines.append(f"{s.stage:<15} {s.group:<32} {s.lag:>9} {rate_text:>9} {eta:>9}")
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""`mediavec status` against the real broker: lag moves from fetch to embed as the fetch stage works."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from consumers.fetch.stage import FetchStage
+from mediavec.mediaserver import MediaServer
+from mediavec.publish import publish
+from mediavec.samples import sample_images
+from mediavec.status import look
+from schemas import MediaRequest
+from streams.admin import ensure_topics
+from streams.runner import TransactionalRunner
+from streams.settings import Settings
+from streams.topics import topics
+from tests.kafkautil import ThreadWorker, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _lags(settings: Settings) -> dict[str, int]:
+    return {s.stage: s.lag for s in look(settings)}
+
+
+def test_status_shows_lag_per_stage(settings: Settings, tmp_path: Path) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    for i, photo in enumerate(sample_images(tmp_path / "samples")[:6]):
+        shutil.copy(photo, root / f"p{i}{photo.suffix}")
+    ensure_topics(settings)
+    with MediaServer(root) as server:
+        names = sorted(p.name for p in root.iterdir())
+        publish(
+            settings,
+            [MediaRequest(media_id=f"m{i}", url=server.url(n)) for i, n in enumerate(names)],
+            show_progress=False,
+        )
+        before = _lags(settings)
+        assert before["fetch"] == 6 and before["embed"] == 0 and before["sink-qdrant"] == 0
+        env = {**os.environ, **settings.to_env()}
+        out = subprocess.run(
+            [sys.executable, "-m", "mediavec.cli", "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        fetch_line = next(line for line in out.splitlines() if line.startswith("fetch "))
+        assert fetch_line.split()[2] == "6", out
+        runner = TransactionalRunner(settings, FetchStage(settings), batch_size=8, batch_deadline_s=0.1, instance="st")
+        with ThreadWorker(runner):
+            wait_for(lambda: len(read_topic(settings, topics(settings).frames.name)) == 6, 60, "six frames")
+            wait_for(lambda: _lags(settings)["fetch"] == 0, 30, "fetch lag to drain")
+    after = _lags(settings)
+    assert after["embed"] >= 6  # six frames (plus transaction markers) wait for the embed stage
