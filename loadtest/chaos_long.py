@@ -26,9 +26,9 @@ from mediavec.progress import RunTracker
 from mediavec.publish import new_run_id, publish
 from mediavec.samples import sample_images
 from streams.admin import ensure_topics
-from streams.settings import FetchSettings, Settings, load_settings
+from streams.settings import Settings, load_settings
 from tests.e2e.chaos import run_with_chaos
-from tests.e2e.corpus import build_corpus
+from tests.e2e.corpus import build_corpus, loopback_fetch_settings
 from tests.e2e.test_chaos import STAGES, _caught_up, _keep_alive_until
 from tests.e2e.test_image_pipeline import _assert_dlq, _assert_stores, _publish_invalid, _requests
 
@@ -41,15 +41,7 @@ def chaos_settings(base: Settings, tmp: Path) -> Settings:
             "data_dir": tmp,
             "topics": base.topics.model_copy(update={"prefix": f"chaos-{uuid.uuid4().hex[:6]}."}),
             "kafka": base.kafka.model_copy(update={"session_timeout_ms": 10_000}),
-            "fetch": FetchSettings(
-                allow_cidrs=("127.0.0.1/32",),
-                read_timeout_s=2.5,
-                total_deadline_s=10.0,
-                retries=2,
-                backoff_base_s=0.05,
-                per_host_concurrency=16,
-                concurrency=32,
-            ),
+            "fetch": loopback_fetch_settings(),
             "model": base.model.model_copy(update={"allow_random_weights": True}),
             "encindex": base.encindex.model_copy(update={"key_file": key}),
         }

@@ -13,45 +13,24 @@ import json
 import logging
 import threading
 import time
-from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
 from streams.kafka import consumer
+from streams.kvtable import LocalTable
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-class GlobalTable:
+class GlobalTable(LocalTable):
     def __init__(self, settings: Settings, topic: str) -> None:
+        super().__init__()
         self.settings = settings
         self.topic = topic
-        self._data: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loaded = threading.Event()
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            return self._data.get(key)
-
-    def put_local(self, key: str, value: dict[str, Any]) -> None:
-        with self._lock:
-            self._data[key] = value
-
-    def restore_local(self, key: str, previous: dict[str, Any] | None) -> None:
-        """Undo a put_local whose transaction aborted."""
-        with self._lock:
-            if previous is None:
-                self._data.pop(key, None)
-            else:
-                self._data[key] = previous
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._data)
 
     def start(self, timeout_s: float = 120.0) -> None:
         """Load the whole topic, then keep following it in the background."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from typing import Any, Protocol
 
 from schemas.models import MediaRequest
+from streams.kvtable import LocalTable
 from streams.stage import Failure, OutputRecord
 
 
@@ -32,32 +32,7 @@ class SeenTable(Protocol):
     def restore_local(self, key: str, previous: dict[str, Any] | None) -> None: ...
 
 
-class MemoryTable:
-    """The table of one process, with no changelog (single-worker use and unit tests)."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-
-    def start(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            return self._data.get(key)
-
-    def put_local(self, key: str, value: dict[str, Any]) -> None:
-        with self._lock:
-            self._data[key] = value
-
-    def restore_local(self, key: str, previous: dict[str, Any] | None) -> None:
-        """Undo a put_local whose transaction aborted."""
-        with self._lock:
-            if previous is None:
-                self._data.pop(key, None)
-            else:
-                self._data[key] = previous
+MemoryTable = LocalTable  # the table of one process, with no changelog (single worker, unit tests)
 
 
 def url_key(req: MediaRequest) -> str:

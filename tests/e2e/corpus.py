@@ -10,6 +10,22 @@ from pathlib import Path
 from PIL import Image, ImageEnhance, ImageOps
 
 from mediavec.mediaserver import Canary, MediaServer, write_pixel_bomb
+from streams.settings import FetchSettings
+
+
+def loopback_fetch_settings() -> FetchSettings:
+    """Fetch settings for the local media server: 127.0.0.1 allowed, timeouts that tolerate a busy machine."""
+    return FetchSettings(
+        allow_cidrs=("127.0.0.1/32",),
+        connect_timeout_s=2.0,
+        read_timeout_s=2.5,
+        total_deadline_s=10.0,
+        retries=2,
+        backoff_base_s=0.05,
+        per_host_concurrency=16,
+        concurrency=32,
+        max_pixels=40_000_000,
+    )
 
 
 @dataclass
