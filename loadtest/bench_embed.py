@@ -26,6 +26,7 @@ from PIL import Image
 from consumers.embed.stage import EmbedStage, embed_frames_in_memory
 from consumers.fetch.decode import decode_image
 from loadtest.report import machine, write_section
+from mediavec.models.bundle import EmbedModels
 from mediavec.models.clip import ClipEmbedder
 from mediavec.samples import sample_images
 from schemas import Frame, encode_frame
@@ -93,8 +94,8 @@ def bench_kafka(settings: Settings, embedder: ClipEmbedder, frames: list[Frame])
     assert p.flush(60) == 0
     runner = TransactionalRunner(
         settings,
-        EmbedStage(settings, embedder),
-        batch_size=settings.embed.batch_size,
+        EmbedStage(settings, EmbedModels(vision=embedder)),
+        batch_size=settings.embed.frames_per_batch,
         batch_deadline_s=settings.embed.batch_deadline_s,
         instance="bench",
     )
@@ -135,7 +136,9 @@ def main() -> None:
     settings = base.model_copy(
         update={
             "topics": TopicSettings(prefix=f"bench-{uuid.uuid4().hex[:6]}.", frames_partitions=4, vectors_partitions=4),
-            "embed": EmbedSettings(batch_size=args.batch, batch_deadline_s=0.5),
+            "embed": EmbedSettings(
+                spaces=("scene",), frames_per_batch=args.batch, batch_size=args.batch, batch_deadline_s=0.5
+            ),
             "model": base.model.model_copy(update={"allow_random_weights": True})
             if base.model.model_dir is None
             else base.model,

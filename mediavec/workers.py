@@ -46,7 +46,7 @@ def build(stage: str, settings: Settings, instance: str | None = None) -> Runner
         return TransactionalRunner(
             settings,
             EmbedStage(settings),
-            batch_size=e.batch_size,
+            batch_size=e.frames_per_batch,
             batch_deadline_s=e.batch_deadline_s,
             instance=instance,
         )

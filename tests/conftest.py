@@ -29,6 +29,7 @@ from mediavec.devstack import postgres
 from mediavec.devstack.stack import StackInfo, down, up
 from streams.settings import (
     DevStackSettings,
+    EmbedSettings,
     FetchSettings,
     KafkaSettings,
     ModelSettings,
@@ -91,6 +92,9 @@ def settings(
         topics=TopicSettings(prefix=f"test.{token}."),
         fetch=FetchSettings(allow_cidrs=("127.0.0.1/32",)),
         model=ModelSettings(allow_random_weights=True),
+        # The exactly-once and store tests embed scene vectors only (CPU time); every space runs
+        # end to end in tests/e2e/test_footage.py.
+        embed=EmbedSettings(spaces=("scene",)),
         postgres=PostgresSettings(dsn=SecretStr(dsn)),
     )
     postgres.drop_database(stack_settings, database)

@@ -1,10 +1,17 @@
-"""The embed stage's pure transform: media.frames in, one fp16 scene vector per frame out.
+"""The embed stage's pure transform: media.frames in, every vector of every frame out.
 
-Per batch: decode every frame event and its JPEG (bad ones become Failures for the DLQ),
-preprocess the good frames on the CPU, run the vision tower once over all of them (in chunks
-of ``embed.batch_size``), and emit one ``vector_batch`` event per frame, keyed by media id.
-A model fault (CUDA out of memory, a lost device) retries the whole batch; it is never the
-frame's fault. No Kafka here: the runner feeds batches and routes the results.
+Per input batch: decode each frame event and its JPEG (bad ones become Failures for the DLQ),
+hand the good frames to the :class:`~consumers.embed.pipeline.FramePipeline` (one bounded queue
+per model call, pooling frames and crops across the whole batch), then emit per frame one
+``vector_batch`` event per producing model, keyed by media id:
+
+- the vision model's batch: scene, object and (with the vision text backend) text rows;
+- the concept model's batch: grid rows;
+- the face model's batch: face rows; the MiniLM batch: text rows when that backend is set.
+
+Vectors leave at their stored width (``store_dim``: truncated and renormalised) as fp16 unit rows;
+faces keep their 128 dimensions. A model fault (out of memory, a lost device) retries the whole
+batch; a frame that fails alone in a model goes to the DLQ. No Kafka here.
 """
 
 from __future__ import annotations
@@ -18,17 +25,18 @@ import numpy as np
 from PIL import Image
 
 import schemas
-from mediavec.models.clip import ClipEmbedder
-from schemas.models import Frame, Space, VectorBatch, VectorRow
+from consumers.embed.pipeline import FramePipeline, FrameVectors, Row
+from mediavec.models.bundle import EmbedModels, stored
+from schemas.models import Frame, VectorBatch, VectorRow
 from streams.settings import Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey
 
 if TYPE_CHECKING:
     import torch
 
-logger = logging.getLogger(__name__)
+    from mediavec.models.clip import ClipEmbedder
 
-SCENE: Space = "scene"
+logger = logging.getLogger(__name__)
 
 
 def decode_image(jpeg: bytes) -> Image.Image:
@@ -43,49 +51,88 @@ def prepare_frame(embedder: ClipEmbedder, frame: Frame) -> torch.Tensor:
     return embedder.preprocess([decode_image(frame.jpeg)])
 
 
-def scene_output(model_id: str, frame: Frame, vector: np.ndarray) -> OutputRecord:
-    """The vector_batch event carrying one frame's scene vector."""
-    row = VectorRow(
-        point_id=schemas.point_id(model_id, frame.media_id, frame.frame_index, SCENE, 0),
-        space=SCENE,
+def embed_frames_in_memory(embedder: ClipEmbedder, frames: Sequence[Frame], batch_size: int) -> np.ndarray:
+    """Scene vectors of frames with the vision model alone: the benchmarks' model-only baseline."""
+    pixels = [prepare_frame(embedder, frame) for frame in frames]
+    return embedder.embed_pixel_chunks(pixels, batch_size)
+
+
+def frame_prompts(frame: Frame) -> tuple[str, ...]:
+    """The run's prompt classes carried in the frame's options (distinct, non-empty, in order)."""
+    prompts = frame.options.get("prompts", [])
+    if not isinstance(prompts, list):
+        return ()
+    return tuple(dict.fromkeys(p.strip() for p in prompts if isinstance(p, str) and p.strip()))
+
+
+class VectorWriter:
+    """Frame rows -> vector_batch events, one per producing model, at each model's stored width."""
+
+    def __init__(self, models: EmbedModels, settings: Settings) -> None:
+        self.model_ids: dict[str, str] = {}
+        self.store_dims: dict[str, int | None] = {}
+        if models.vision is not None:
+            self._add("vision", models.vision.model_id, settings.model.store_dim)
+        if models.concept is not None:
+            self._add("concept", models.concept.model_id, settings.concept.store_dim)
+        if models.text is not None:
+            self._add("text", models.text.model_id, settings.text.store_dim)
+        if models.faces is not None:
+            self._add("face", models.faces.model_id, None)  # an identity space is never truncated
+
+    def _add(self, key: str, model_id: str, dim: int | None) -> None:
+        self.model_ids[key] = model_id
+        self.store_dims[key] = dim
+
+    def outputs(self, frame: Frame, vectors: FrameVectors) -> list[OutputRecord]:
+        out = []
+        for key, rows in vectors.by_model.items():
+            if rows:
+                batch = self.batch(frame, key, rows)
+                out.append(OutputRecord("vectors", frame.media_id.encode(), schemas.encode_vector_batch(batch)))
+        return out
+
+    def batch(self, frame: Frame, key: str, rows: list[Row]) -> VectorBatch:
+        model = self.model_ids[key]
+        matrix = stored(np.stack([r.vector for r in rows]), self.store_dims[key])
+        return VectorBatch(
+            model=model,
+            vectors=matrix,
+            rows=tuple(_vector_row(model, frame, r) for r in rows),
+            source_url=frame.source_url,
+            collection=frame.collection,
+            content_sha256=frame.content_sha256,
+            metadata=dict(frame.metadata),
+            run_id=frame.run_id,
+            published_at=frame.published_at,
+        )
+
+
+def _vector_row(model: str, frame: Frame, row: Row) -> VectorRow:
+    return VectorRow(
+        point_id=schemas.point_id(model, frame.media_id, frame.frame_index, row.space, row.index),
+        space=row.space,
         media_id=frame.media_id,
         frame_index=frame.frame_index,
         timestamp_s=frame.timestamp_s,
+        object_index=row.index,
+        box=tuple(float(v) for v in row.box) if row.box is not None else None,  # type: ignore[arg-type]
+        label=row.label,
+        score=row.score,
     )
-    batch = VectorBatch(
-        model=model_id,
-        vectors=vector.reshape(1, -1).astype(np.float16),
-        rows=(row,),
-        source_url=frame.source_url,
-        collection=frame.collection,
-        content_sha256=frame.content_sha256,
-        metadata=dict(frame.metadata),
-        run_id=frame.run_id,
-        published_at=frame.published_at,
-    )
-    return OutputRecord(topic="vectors", key=frame.media_id.encode(), value=schemas.encode_vector_batch(batch))
-
-
-def embed_frames_in_memory(embedder: ClipEmbedder, frames: Sequence[Frame], batch_size: int) -> np.ndarray:
-    """The stage's work without Kafka or serde: the benchmark's in-memory baseline.
-
-    Same decode, same preprocessing, same chunked forward as :meth:`EmbedStage.process`.
-    """
-    pixels = [prepare_frame(embedder, frame) for frame in frames]
-    return embedder.embed_pixel_chunks(pixels, batch_size)
 
 
 def _key_text(record: InputRecord) -> str:
     return record.key.decode("utf-8", errors="replace") if record.key else ""
 
 
-def _prepare_record(embedder: ClipEmbedder, record: InputRecord) -> tuple[Frame, torch.Tensor] | Failure:
+def _decode_record(record: InputRecord) -> tuple[Frame, Image.Image] | Failure:
     try:
         frame = schemas.decode_frame(record.value)
     except schemas.SchemaError as exc:
         return Failure("invalid_frame", str(exc), media_id=_key_text(record))
     try:
-        return frame, prepare_frame(embedder, frame)
+        return frame, decode_image(frame.jpeg)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
         reason = f"frame {frame.frame_index} is not a decodable image: {type(exc).__name__}: {exc}"
         return Failure(
@@ -94,50 +141,58 @@ def _prepare_record(embedder: ClipEmbedder, record: InputRecord) -> tuple[Frame,
 
 
 class EmbedStage:
-    """Stage ``embed``: frames -> scene vectors. Build the model in :meth:`start`."""
+    """Stage ``embed``: frames -> vectors of every configured space. Models load in :meth:`start`."""
 
     name = "embed"
     input_topic: TopicKey = "frames"
 
-    def __init__(self, settings: Settings, embedder: ClipEmbedder | None = None) -> None:
+    def __init__(self, settings: Settings, models: EmbedModels | None = None) -> None:
         self._settings = settings
-        self._embedder = embedder
+        self._models = models
+        self._pipeline: FramePipeline | None = None
+        self._writer: VectorWriter | None = None
+        self.frames_done = 0
+        self.vectors_done = 0
 
     @property
-    def embedder(self) -> ClipEmbedder:
-        if self._embedder is None:
+    def models(self) -> EmbedModels:
+        if self._models is None:
             raise RuntimeError("EmbedStage.start() has not been called")
-        return self._embedder
+        return self._models
 
     def start(self) -> None:
-        if self._embedder is None:
-            self._embedder = ClipEmbedder.load(self._settings.model)
+        if self._models is None:
+            self._models = EmbedModels.load(self._settings)
+        self._pipeline = FramePipeline(self._models, self._settings)
+        self._writer = VectorWriter(self._models, self._settings)
 
     def process(self, batch: Sequence[InputRecord]) -> list[Result]:
-        embedder = self.embedder
-        results: list[Result] = []
-        good: list[tuple[int, Frame]] = []
-        pixels: list[torch.Tensor] = []
-        for record in batch:
-            prepared = _prepare_record(embedder, record)
-            if isinstance(prepared, Failure):
-                results.append(prepared)
-                continue
-            good.append((len(results), prepared[0]))
-            pixels.append(prepared[1])
-            results.append([])  # replaced below once the vectors exist
-        vectors = self._forward(embedder, pixels)
-        for (slot, frame), vector in zip(good, vectors, strict=True):
-            results[slot] = [scene_output(embedder.model_id, frame, vector)]
-        logger.debug("embedded %d of %d frames", len(good), len(batch))
+        if self._pipeline is None or self._writer is None:
+            raise RuntimeError("EmbedStage.start() has not been called")
+        decoded = [_decode_record(record) for record in batch]
+        good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, Failure)]
+        frames = [d[0] for _, d in good]
+        vectors = self._pipeline.run([d[1] for _, d in good], [frame_prompts(f) for f in frames])
+        failed = [v for v in vectors if isinstance(v, Exception)]
+        if failed and len(failed) == len(vectors):
+            logger.warning("every frame of a batch of %d failed in a model, retrying: %s", len(vectors), failed[0])
+            raise RetryBatch(f"model call failed: {type(failed[0]).__name__}: {failed[0]}")
+        results: list[Result] = [d if isinstance(d, Failure) else [] for d in decoded]
+        for (slot, _), frame, v in zip(good, frames, vectors, strict=True):
+            results[slot] = self._result(frame, v)
         return results
 
-    def _forward(self, embedder: ClipEmbedder, pixels: list[torch.Tensor]) -> np.ndarray:
-        try:
-            return embedder.embed_pixel_chunks(pixels, self._settings.embed.batch_size)
-        except Exception as exc:  # out of memory, a lost device: transient, not the frames' fault
-            logger.warning("embedding %d frames failed, retrying the batch: %s", len(pixels), exc)
-            raise RetryBatch(f"model forward failed: {type(exc).__name__}: {exc}") from exc
+    def _result(self, frame: Frame, vectors: FrameVectors | Exception) -> Result:
+        assert self._writer is not None
+        if isinstance(vectors, Exception):
+            reason = f"frame {frame.frame_index}: a model failed on it: {type(vectors).__name__}: {vectors}"
+            return Failure("model_failed_on_frame", reason, media_id=frame.media_id)
+        self.frames_done += 1
+        self.vectors_done += vectors.count
+        return self._writer.outputs(frame, vectors)
 
     def close(self) -> None:
-        self._embedder = None
+        if self._pipeline is not None:
+            self._pipeline.close()
+        self._pipeline = self._writer = None
+        self._models = None

@@ -62,7 +62,7 @@ class FaceEmbedder:
         self._recogniser = recogniser
         self.cnn = cnn
         self.upsample = upsample
-        self.model_id = "dlib/face_recognition_resnet_v1"
+        self.model_id = "dlib/face_recognition_resnet_v1/128"
 
     @classmethod
     def load(

@@ -59,7 +59,7 @@ class TextModel:
         self.tokenizer = tokenizer
         self.device = device
         self.dim = DIM
-        self.model_id = "sentence-transformers/all-MiniLM-L6-v2"
+        self.model_id = "sentence-transformers/all-MiniLM-L6-v2/gt"
         self.model_dir = model_dir
 
     @classmethod

@@ -1,4 +1,7 @@
-"""EmbedStage: frame events in, one vector_batch event per good frame out (real ViT-B-32, random weights)."""
+"""EmbedStage with the scene space alone: one vector_batch per good frame (real ViT-B-32, random weights).
+
+The other spaces are covered by tests/unit/test_embed_spaces.py.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from PIL import Image
 import schemas
 from consumers.embed.stage import EmbedStage, decode_image, embed_frames_in_memory
 from mediavec.models import ClipEmbedder
+from mediavec.models.bundle import EmbedModels, stored
 from schemas.models import Frame
 from streams.settings import EmbedSettings, ModelSettings, Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, Stage
@@ -32,6 +36,7 @@ PHOTOS = (
     ULTRALYTICS_ASSETS / "zidane.jpg",
 )
 RANDOM = ModelSettings(allow_random_weights=True)
+DIM = 256  # the default stored width: 512-d ViT-B-32 truncated and renormalised
 
 
 def jpeg_of(path: Path) -> bytes:
@@ -88,7 +93,8 @@ def frames() -> list[Frame]:
 
 
 def stage_with(embedder: ClipEmbedder, batch_size: int = 64) -> EmbedStage:
-    stage = EmbedStage(Settings(model=RANDOM, embed=EmbedSettings(batch_size=batch_size)), embedder)
+    settings = Settings(model=RANDOM, embed=EmbedSettings(batch_size=batch_size, spaces=("scene",)))
+    stage = EmbedStage(settings, EmbedModels(vision=embedder))
     stage.start()
     return stage
 
@@ -102,7 +108,7 @@ def test_one_scene_vector_event_per_frame(embedder: ClipEmbedder, frames: list[F
         assert isinstance(result, list) and result[0].key == frame.media_id.encode()
         batch = vectors_of(result)
         assert batch.model == "open_clip/ViT-B-32/random-seed0"
-        assert batch.vectors.dtype == np.float16 and batch.vectors.shape == (1, 512)
+        assert batch.vectors.dtype == np.float16 and batch.vectors.shape == (1, DIM)
         (row,) = batch.rows
         assert row.point_id == schemas.point_id(batch.model, frame.media_id, frame.frame_index, "scene", 0)
         assert (row.space, row.media_id, row.frame_index, row.timestamp_s) == (
@@ -118,7 +124,8 @@ def test_one_scene_vector_event_per_frame(embedder: ClipEmbedder, frames: list[F
         )
         assert (batch.metadata, batch.run_id, batch.published_at) == (frame.metadata, frame.run_id, frame.published_at)
         alone = embedder.embed_images([decode_image(frame.jpeg)])
-        assert cosine(batch.vectors, alone) >= 0.999
+        assert cosine(batch.vectors, stored(alone, DIM)) >= 0.999
+        assert abs(float(np.linalg.norm(batch.vectors.astype(np.float32))) - 1.0) < 2e-3
 
 
 def test_bad_events_fail_alone_and_in_order(embedder: ClipEmbedder, frames: list[Frame]) -> None:
@@ -161,23 +168,25 @@ def test_chunked_forward_matches_a_single_forward(embedder: ClipEmbedder, frames
 
 
 def test_in_memory_baseline_computes_what_the_stage_computes(embedder: ClipEmbedder, frames: list[Frame]) -> None:
-    in_memory = embed_frames_in_memory(embedder, frames, batch_size=64)
+    in_memory = stored(embed_frames_in_memory(embedder, frames, batch_size=64), DIM)
     results = stage_with(embedder, batch_size=64).process([frame_record(f, i) for i, f in enumerate(frames)])
     staged = np.concatenate([vectors_of(r).vectors for r in results])
-    assert in_memory.dtype == np.float16 and in_memory.shape == (len(frames), 512)
-    np.testing.assert_array_equal(in_memory, staged)
+    assert in_memory.dtype == np.float16 and in_memory.shape == (len(frames), DIM)
+    np.testing.assert_allclose(in_memory.astype(np.float32), staged.astype(np.float32), atol=2e-3)
 
 
 def test_model_fault_retries_the_whole_batch(frames: list[Frame]) -> None:
     # A tag no hub cache can hold, so this machine's cache cannot turn the random model into a real one.
-    stage = EmbedStage(Settings(model=ModelSettings(pretrained="no-such-tag", allow_random_weights=True)))
+    model = ModelSettings(pretrained="no-such-tag", allow_random_weights=True)
+    stage = EmbedStage(Settings(model=model, embed=EmbedSettings(spaces=("scene",))))
     with pytest.raises(RuntimeError, match="start"):
         stage.process([frame_record(frames[0], 0)])
     stage.start()  # builds its own embedder from the settings
-    assert stage.embedder.model_id == "open_clip/ViT-B-32/random-seed0"
+    vision = stage.models.vision
+    assert vision is not None and vision.model_id == "open_clip/ViT-B-32/random-seed0"
     # The weights vanish from the device under the stage, as they do when a GPU is lost.
-    stage.embedder.model.to("meta")
-    with pytest.raises(RetryBatch, match="model forward failed"):
+    vision.model.to("meta")
+    with pytest.raises(RetryBatch, match="model call failed"):
         stage.process([frame_record(frames[0], 0), record(b"junk", 1)])
     stage.close()
     with pytest.raises(RuntimeError, match="start"):
