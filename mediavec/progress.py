@@ -67,9 +67,17 @@ class RunTracker:
         self._stored: set[str] = set()
         self._failed: set[str] = set()
 
-    def _partitions(self) -> list[tuple[str, int]]:
-        md = self._reader.list_topics(timeout=10).topics
-        return [(name, p) for name in (self._vectors, self._dlq) for p in md[name].partitions]
+    def _partitions(self, wait_s: float = 30.0) -> list[tuple[str, int]]:
+        """Partitions of the vectors and DLQ topics; topics just created may take a moment to show."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            md = self._reader.list_topics(timeout=10).topics
+            missing = [name for name in (self._vectors, self._dlq) if name not in md]
+            if not missing:
+                return [(name, p) for name in (self._vectors, self._dlq) for p in md[name].partitions]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics {missing} do not exist; create them with `mediavec topics`")
+            time.sleep(0.2)
 
     def poll(self, budget_s: float = 0.5) -> RunProgress:
         end = time.monotonic() + budget_s

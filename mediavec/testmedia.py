@@ -167,3 +167,36 @@ def _copy_frames(
         fresh.pts, fresh.time_base = number - first, Fraction(1, 1) / rate
         out.mux(out_stream.encode(fresh))
     out.mux(out_stream.encode(None))
+
+
+def static_clip(dst: Path, seconds: float = 20.0, fps: int = 10, size: tuple[int, int] = (640, 432)) -> Path:
+    """A quiet clip: a still of scikit-image's coffee cup (no person, no text, no face) held for
+    ``seconds``, H.264 with a keyframe every second, with faint sensor-like noise per frame so the
+    encoder has something to code."""
+    import numpy as np
+    import skimage
+    from PIL import Image
+
+    if dst.exists():
+        return dst
+    encoder = encoder_for("h264")
+    if encoder is None:
+        raise TestMediaError("no h264 encoder in this FFmpeg build")
+    still = Image.open(Path(skimage.__file__).parent / "data" / "coffee.png").convert("RGB").resize(size)
+    base = np.asarray(still, dtype=np.int16)
+    rng = np.random.default_rng(7)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    partial = dst.with_name(dst.name + ".part")
+    with av.open(str(partial), "w", format=_muxer(dst)) as out:
+        stream = out.add_stream(encoder, rate=fps, options=dict(_FAST_OPTIONS.get(encoder, {})))
+        assert isinstance(stream, av.video.stream.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.codec_context.gop_size = fps
+        for n in range(round(seconds * fps)):
+            noisy = np.clip(base + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(noisy, format="rgb24")
+            frame.pts, frame.time_base = n, Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    partial.replace(dst)
+    return dst

@@ -223,7 +223,10 @@ def _assert_store(settings: Settings, corpus: Corpus) -> dict[str, tuple[str, np
 
     media = [ids[p.id] for p in points]
     frames = [decode_image(corpus.files[m].read_bytes(), settings.fetch).jpeg for m in media]
-    expected = embedder.embed_images([Image.open(io.BytesIO(j)).convert("RGB") for j in frames]).astype(np.float32)
+    from mediavec.models.bundle import stored as stored_width
+
+    full = embedder.embed_images([Image.open(io.BytesIO(j)).convert("RGB") for j in frames])
+    expected = stored_width(full, settings.model.store_dim).astype(np.float32)  # the Matryoshka stored width
     stored = np.stack([p.vector for p in points]).astype(np.float32)
     cos = (expected * stored).sum(1) / np.linalg.norm(expected, axis=1) / np.linalg.norm(stored, axis=1)
     assert cos.min() >= 0.999, f"worst cosine {cos.min():.5f} for {media[int(cos.argmin())]}"
