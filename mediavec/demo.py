@@ -33,8 +33,9 @@ COLLECTION = "demo"
 def worker_env() -> dict[str, str]:
     """What the demo's stage processes get on top of the settings: the local server allow-listed."""
     env = {"MEDIAVEC_FETCH__ALLOW_CIDRS": json.dumps(["127.0.0.1/32"])}
-    if "MEDIAVEC_MODEL__ALLOW_RANDOM_WEIGHTS" not in os.environ:
-        env["MEDIAVEC_MODEL__ALLOW_RANDOM_WEIGHTS"] = "true"
+    for group in ("MODEL", "CONCEPT"):  # CLIP-family weights cannot ship: see README, model weights
+        if f"MEDIAVEC_{group}__ALLOW_RANDOM_WEIGHTS" not in os.environ:
+            env[f"MEDIAVEC_{group}__ALLOW_RANDOM_WEIGHTS"] = "true"
     return env
 
 

@@ -4,7 +4,8 @@
 the fetch stage's failure handling is exercised against a real HTTP stack:
 
 ==============================  ===========================================================
-``/{name}``                     the file ``root/name``
+``/{name}``                     the file ``root/name``; honours one ``Range`` (206, or 416)
+``/norange/{name}``             the whole file, status 200, whatever ``Range`` asks
 ``/status/{code}/{anything}``   that status code
 ``/flaky/{n}/{name}``           500 for the first ``n`` requests of ``name``, then the file
 ``/slow/{seconds}/{name}``      waits, then the file (timeouts)
@@ -16,30 +17,68 @@ the fetch stage's failure handling is exercised against a real HTTP stack:
 ``/hops/{n}/{name}``            a chain of ``n`` redirects ending at the file
 ==============================  ===========================================================
 
-Every request is logged (:meth:`MediaServer.hits`). :class:`Canary` is a server on 127.0.0.2
-that only counts connections: point a refused redirect at it and assert it was never reached.
+Every request is logged (:meth:`MediaServer.hits`), with its ``Range`` header, status and body
+size (:attr:`MediaServer.served`, :meth:`MediaServer.bytes_served`). :class:`Canary` is a
+server on 127.0.0.2 that only counts connections: point a refused redirect at it and assert it
+was never reached.
 """
 
 from __future__ import annotations
 
 import asyncio
 import mimetypes
+import re
 import struct
 import threading
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-__all__ = ["Canary", "MediaServer", "write_pixel_bomb"]
+__all__ = ["Canary", "MediaServer", "Served", "write_pixel_bomb"]
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 _HTML = b"<!DOCTYPE html><html><head><title>Not an image</title></head><body><p>Hello</p></body></html>\n"
+
+
+@dataclass(frozen=True)
+class Served:
+    """One request as the server answered it."""
+
+    path: str  # path and query
+    range: str | None  # the Range header as the client sent it
+    status: int
+    bytes: int  # body bytes (0 for chunked responses)
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``[start, end)`` asked by one ``Range`` header; None to serve the whole file.
+
+    Raises :class:`web.HTTPRequestRangeNotSatisfiable` for a range that starts past the end.
+    Several ranges, or syntax this does not know, are ignored (RFC 9110 lets a server do that).
+    """
+    match = _RANGE.match((header or "").strip())
+    if match is None or match.group(0) == "bytes=-":
+        return None
+    first, last = match.group(1), match.group(2)
+    if first:
+        start, end = int(first), (int(last) + 1 if last else size)
+        if last and int(last) < start:
+            return None  # invalid: ignored
+    else:
+        start, end = max(0, size - int(last)), size  # suffix: the last n bytes
+        if int(last) == 0:
+            start = size
+    if start >= size:
+        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    return start, min(end, size)
 
 
 class _LoopThread:
@@ -69,6 +108,7 @@ class MediaServer:
         self.port = port
         self._lock = threading.Lock()
         self._log: list[str] = []
+        self._served: list[Served] = []
         self._flaky: Counter[str] = Counter()
         self._in_flight = 0
         self._max_in_flight = 0
@@ -128,6 +168,17 @@ class MediaServer:
             return list(self._log)
 
     @property
+    def served(self) -> list[Served]:
+        """Every answered request with its Range header, status and body size, in order."""
+        with self._lock:
+            return list(self._served)
+
+    def bytes_served(self, path: str) -> int:
+        """Body bytes sent for ``path`` (query ignored), over every request."""
+        path = "/" + path.lstrip("/")
+        return sum(s.bytes for s in self.served if s.path.split("?", 1)[0] == path)
+
+    @property
     def max_concurrent(self) -> int:
         """The most requests this server was handling at once."""
         with self._lock:
@@ -136,6 +187,7 @@ class MediaServer:
     def reset(self) -> None:
         with self._lock:
             self._log.clear()
+            self._served.clear()
             self._flaky.clear()
             self._max_in_flight = self._in_flight
 
@@ -148,6 +200,7 @@ class MediaServer:
         app.router.add_get("/slow/{seconds}/{name:.+}", self._slow)
         app.router.add_get("/drip/{rate:\\d+}/{name:.+}", self._drip)
         app.router.add_get("/truncated/{name:.+}", self._truncated)
+        app.router.add_get("/norange/{name:.+}", self._whole_file)
         app.router.add_get("/html/{name:.*}", self._html)
         app.router.add_get("/empty/{name:.*}", self._empty)
         app.router.add_get("/redirect", self._redirect)
@@ -161,11 +214,18 @@ class MediaServer:
             self._log.append(request.path_qs)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        status, size = 500, 0
         try:
-            return await handler(request)
+            resp = await handler(request)
+            status, size = resp.status, resp.content_length or 0
+            return resp
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
         finally:
             with self._lock:
                 self._in_flight -= 1
+                self._served.append(Served(request.path_qs, request.headers.get("Range"), status, size))
 
     def _read(self, name: str) -> bytes:
         path = (self.root / name).resolve()
@@ -178,6 +238,17 @@ class MediaServer:
         return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
     async def _file(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        data = self._read(name)
+        span = byte_range(request.headers.get("Range"), len(data))
+        headers = {"Accept-Ranges": "bytes"}
+        if span is None:
+            return web.Response(body=data, content_type=self._content_type(name), headers=headers)
+        start, end = span
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        return web.Response(status=206, body=data[start:end], content_type=self._content_type(name), headers=headers)
+
+    async def _whole_file(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         return web.Response(body=self._read(name), content_type=self._content_type(name))
 

@@ -1,4 +1,4 @@
-"""Dead letters: build them from a failed input, list them, and redrive them."""
+"""Dead letters: list them and redrive them (``streams.stage.dead_letter`` builds them)."""
 
 from __future__ import annotations
 
@@ -9,39 +9,14 @@ from dataclasses import dataclass
 
 from confluent_kafka import TopicPartition
 
-from schemas import DeadLetter, Header, decode_dead_letter, encode_dead_letter
+from schemas import DeadLetter, decode_dead_letter
 from streams.kafka import consumer, producer
 from streams.settings import Settings
-from streams.stage import Failure, InputRecord, OutputRecord
+from streams.stage import dead_letter
 from streams.topics import topics
 
 logger = logging.getLogger(__name__)
-
-
-def dead_letter(record: InputRecord, stage: str, failure: Failure) -> OutputRecord:
-    """The DLQ record for ``record``: original bytes and headers, cause, reason, source offset."""
-    dl = DeadLetter(
-        stage=stage,
-        error_class=failure.error_class,
-        reason=failure.reason,
-        source_topic=record.topic,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        original_key=record.key,
-        original_value=record.value,
-        original_headers=record.headers,
-        failed_at=time.time(),
-        media_id=failure.media_id or (record.key or b"").decode("utf-8", "replace"),
-        redrive_count=_redrive_count(record.headers),
-    )
-    return OutputRecord(topic="dlq", key=record.key or b"", value=encode_dead_letter(dl))
-
-
-def _redrive_count(headers: tuple[Header, ...]) -> int:
-    for h in headers:
-        if h.key == "mediavec-redrive-count" and h.value:
-            return int(h.value)
-    return 0
+__all__ = ["DlqEntry", "dead_letter", "read_entries", "redrive"]
 
 
 @dataclass(frozen=True)

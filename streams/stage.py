@@ -8,11 +8,13 @@ DLQ with the original bytes. Nothing here imports Kafka, so transforms are testa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from schemas.models import Header
+from schemas.codec import encode_dead_letter
+from schemas.models import DeadLetter, Header
 
 TopicKey = Literal["requests", "frames", "vectors", "dlq", "seen"]
 
@@ -73,3 +75,29 @@ class TransactionAware(Protocol):
     def committed(self) -> None: ...
 
     def aborted(self) -> None: ...
+
+
+def dead_letter(record: InputRecord, stage: str, failure: Failure) -> OutputRecord:
+    """The DLQ record for ``record``: original bytes and headers, cause, reason, source offset."""
+    dl = DeadLetter(
+        stage=stage,
+        error_class=failure.error_class,
+        reason=failure.reason,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        original_key=record.key,
+        original_value=record.value,
+        original_headers=record.headers,
+        failed_at=time.time(),
+        media_id=failure.media_id or (record.key or b"").decode("utf-8", "replace"),
+        redrive_count=_redrive_count(record.headers),
+    )
+    return OutputRecord(topic="dlq", key=record.key or b"", value=encode_dead_letter(dl))
+
+
+def _redrive_count(headers: tuple[Header, ...]) -> int:
+    for h in headers:
+        if h.key == "mediavec-redrive-count" and h.value:
+            return int(h.value)
+    return 0

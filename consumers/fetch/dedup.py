@@ -1,7 +1,9 @@
 """Media-level idempotency: the same URL or the same content, in one collection, is processed once.
 
 Keys live in a table the fetch stage reads and extends: ``<collection>|url|<sha256 of URL>`` and
-``<collection>|sha256|<content hash>``, each mapping to the media id that was processed. New keys
+``<collection>|sha256|<content hash>``, each mapping to the media id that was processed. The
+segments of one video share URL and media id, so a video request's URL key hashes the segment
+too (``<url>#t=<start>,<end>@<fps>``) and it has no content key. New keys
 leave the stage as ordinary outputs to the ``seen`` topic, inside the same transaction as the
 frames, so the table changes exactly when the frames commit (see streams.table.GlobalTable). A
 request with ``reprocess: true`` is processed whatever the table says. A duplicate is not
@@ -36,7 +38,18 @@ MemoryTable = LocalTable  # the table of one process, with no changelog (single 
 
 
 def url_key(req: MediaRequest) -> str:
-    return f"{req.collection}|url|{hashlib.sha256(req.url.encode()).hexdigest()}"
+    """The key of the URL (image) or of the URL's segment (video)."""
+    ident = req.url if req.kind == "image" else f"{req.url}#{segment_text(req)}"
+    return f"{req.collection}|url|{hashlib.sha256(ident.encode()).hexdigest()}"
+
+
+def segment_text(req: MediaRequest) -> str:
+    """``t=<start>,<end>@<fps>``: start 0 when unset; an unset end or rate stays empty (the defaults)."""
+    return f"t={_num(req.start_s or 0.0)},{_num(req.end_s)}@{_num(req.sample_fps)}"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
 
 
 def content_key(collection: str, content_sha256: str) -> str:
@@ -54,20 +67,31 @@ def seen_before_download(table: SeenTable, req: MediaRequest) -> Failure | None:
 
 
 def claim(
-    table: SeenTable, req: MediaRequest, content_sha256: str, undo: list[tuple[str, dict[str, Any] | None]]
+    table: SeenTable,
+    req: MediaRequest,
+    content_sha256: str | None,
+    undo: list[tuple[str, dict[str, Any] | None]],
+    *,
+    remember: bool = True,
 ) -> Failure | list[OutputRecord]:
     """Record this media as processed, or say which earlier media it duplicates.
 
     Called in input order for one batch, so two copies inside a batch resolve deterministically.
     Each local write is appended to ``undo`` (key, previous value), so the caller can take the
-    writes back if the batch's transaction aborts.
+    writes back if the batch's transaction aborts. ``content_sha256`` None (video) checks the URL
+    key alone; ``remember=False`` only checks (a segment cut short is not marked processed, so a
+    redrive of its dead letter runs it again).
     """
-    keys = {"URL": url_key(req), "content": content_key(req.collection, content_sha256)}
+    keys = {"URL": url_key(req)}
+    if content_sha256 is not None:
+        keys["content"] = content_key(req.collection, content_sha256)
     if not req.reprocess:
         for what, key in keys.items():
             prev = table.get(key)
             if prev is not None:
                 return _duplicate(req, prev, f"the same {what}")
+    if not remember:
+        return []
     value = {"media_id": req.media_id, "at": time.time()}
     out = []
     for key in keys.values():

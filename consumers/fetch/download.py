@@ -5,6 +5,10 @@ checked before each hop, host names when the connector resolves them. Redirects 
 hand so that every hop is checked and counted. Retries happen only on retriable failures
 (connection errors, timeouts, 429, 5xx), with exponential backoff and full jitter, and never past
 the download's deadline, which starts once the download holds its concurrency slots.
+
+:meth:`Downloader.fetch_range` reads one byte range (HTTP ``Range``) through the same guard,
+retries, deadline and caps; a server that ignores ``Range`` answers 200 with the whole body, which
+comes back whole (bounded by ``max_bytes``) for the caller to use instead.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+Span = tuple[int, int]  # a byte range [start, end)
 
 
 class FetchError(Exception):
@@ -48,6 +55,32 @@ class Download:
     content_type: str
 
 
+@dataclass(frozen=True)
+class RangePart:
+    """The answer to one range request.
+
+    ``whole`` is True when the server ignored ``Range`` and sent the whole body (status 200):
+    then ``start`` is 0 and ``total`` is the body's length. Otherwise ``data`` holds the asked
+    bytes from ``start`` (fewer at the end of the resource) and ``total`` is the resource's size
+    from ``Content-Range`` (None when the server does not say).
+    """
+
+    data: bytes
+    start: int
+    total: int | None
+    whole: bool
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class _Body:
+    data: bytes
+    status: int
+    content_type: str
+    content_range: str
+    etag: str
+
+
 def redact_url(url: str | URL) -> str:
     """A URL fit for logs and DLQ reasons: no userinfo, no query or fragment (signed URLs)."""
     try:
@@ -57,6 +90,14 @@ def redact_url(url: str | URL) -> str:
         return "(unparseable URL)"
     marker = "?<redacted>" if parsed.raw_query_string else ""
     return f"{clean}{marker}"
+
+
+def public_url(url: str) -> str:
+    """The request URL without userinfo: credentials never travel into frames and stores."""
+    try:
+        return str(URL(url).with_user(None))
+    except (ValueError, TypeError):
+        return url
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -117,16 +158,30 @@ class Downloader:
 
     async def fetch(self, url: str) -> Download:
         """Download ``url``; raises :class:`FetchError` with a stable ``error_class``."""
-        try:
-            parsed = URL(url)
-        except (ValueError, TypeError) as exc:
-            raise FetchError("bad_url", f"unparseable URL ({type(exc).__name__})") from None
+        body, final, attempts = await self._guarded(_parse(url), None)
+        return Download(body.data, redact_url(final), attempts, body.status, body.content_type)
+
+    async def fetch_range(self, url: str, start: int, end: int) -> RangePart:
+        """Bytes ``[start, end)`` of ``url`` with one HTTP Range request (every hop guarded).
+
+        A 206 must name the asked start in ``Content-Range``; a 200 (Range ignored) returns the
+        whole body, bounded by ``max_bytes``; a 416 raises ``http_416``.
+        """
+        if not 0 <= start < end:
+            raise ValueError(f"need 0 <= start < end, got {start}, {end}")
+        body, final, _ = await self._guarded(_parse(url), (start, end))
+        if body.status != 206:
+            return RangePart(body.data, 0, len(body.data), True, body.etag)
+        first, total = _check_content_range(body, start, end, final)
+        return RangePart(body.data, first, total, False, body.etag)
+
+    async def _guarded(self, parsed: URL, span: Span | None) -> tuple[_Body, URL, int]:
         first = check_url(parsed, self.allow)
         if not first.allowed:
             raise _refusal(first.category, first.reason, parsed)
         async with self._slots(parsed.raw_host or ""):
             deadline = asyncio.get_running_loop().time() + self.settings.total_deadline_s
-            return await self._with_retries(parsed, deadline)
+            return await self._with_retries(parsed, deadline, span)
 
     @asynccontextmanager
     async def _slots(self, host: str) -> AsyncIterator[None]:
@@ -136,14 +191,14 @@ class Downloader:
         async with self._per_host.hold(host.lower()), self._global:
             yield
 
-    async def _with_retries(self, url: URL, deadline: float) -> Download:
+    async def _with_retries(self, url: URL, deadline: float, span: Span | None) -> tuple[_Body, URL, int]:
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             attempt += 1
             try:
-                data, final, status, ctype = await self._follow(url, deadline)
-                return Download(data, redact_url(final), attempt, status, ctype)
+                body, final = await self._follow(url, deadline, span)
+                return body, final, attempt
             except FetchError as err:
                 if not err.retriable:
                     raise
@@ -155,21 +210,20 @@ class Downloader:
                 logger.debug("retry %d of %s in %.2fs: %s", attempt, redact_url(url), delay, err.reason)
                 await asyncio.sleep(delay)
 
-    async def _follow(self, url: URL, deadline: float) -> tuple[bytes, URL, int, str]:
+    async def _follow(self, url: URL, deadline: float, span: Span | None) -> tuple[_Body, URL]:
         """One try of the redirect chain, every hop checked by the guard."""
         for _hop in range(self.settings.max_redirects + 1):
             decision = check_url(url, self.allow)
             if not decision.allowed:
                 raise _refusal(decision.category, decision.reason, url)
-            result = await self._request(url, deadline)
+            result = await self._request(url, deadline, span)
             if isinstance(result, URL):
                 url = result
                 continue
-            data, status, ctype = result
-            return data, url, status, ctype
+            return result, url
         raise FetchError("too_many_redirects", f"more than {self.settings.max_redirects} redirects")
 
-    async def _request(self, url: URL, deadline: float) -> URL | tuple[bytes, int, str]:
+    async def _request(self, url: URL, deadline: float, span: Span | None) -> URL | _Body:
         """One HTTP request: the next URL for a redirect, else (body, status, content type)."""
         if self._session is None:
             raise RuntimeError("Downloader.start() was not called")
@@ -179,10 +233,12 @@ class Downloader:
         timeout = aiohttp.ClientTimeout(
             total=remaining, sock_connect=self.settings.connect_timeout_s, sock_read=self.settings.read_timeout_s
         )
+        # identity: a range addresses the stored bytes, never a compressed rendering of them
+        headers = {"Range": f"bytes={span[0]}-{span[1] - 1}", "Accept-Encoding": "identity"} if span else None
         self.requests_sent += 1
         try:
-            async with self._session.get(url, allow_redirects=False, timeout=timeout) as resp:
-                return await self._handle(url, resp)
+            async with self._session.get(url, allow_redirects=False, timeout=timeout, headers=headers) as resp:
+                return await self._handle(url, resp, span)
         except AddressRefused as exc:
             raise FetchError("ssrf_refused", f"{redact_url(url)} refused: {exc.decision.reason}") from None
         except TimeoutError:
@@ -195,7 +251,7 @@ class Downloader:
             kind = type(exc).__name__
             raise FetchError("connection_failed", f"{redact_url(url)}: {kind}", retriable=True) from None
 
-    async def _handle(self, url: URL, resp: aiohttp.ClientResponse) -> URL | tuple[bytes, int, str]:
+    async def _handle(self, url: URL, resp: aiohttp.ClientResponse, span: Span | None) -> URL | _Body:
         status = resp.status
         if status in REDIRECT_STATUSES:
             location = resp.headers.get("Location")
@@ -207,13 +263,15 @@ class Downloader:
             raise FetchError(cls, f"HTTP {status} from {redact_url(url)}", retriable=True)
         if not 200 <= status < 300:
             raise FetchError(f"http_{status}", f"HTTP {status} from {redact_url(url)}")
-        data = await self._read_capped(url, resp)
+        # A 206 may carry at most the asked bytes; a whole body (Range ignored) at most max_bytes.
+        cap = span[1] - span[0] if span and status == 206 else self.settings.max_bytes
+        data = await self._read_capped(url, resp, cap)
         if not data:
             raise FetchError("empty_body", f"{redact_url(url)} returned no bytes")
-        return data, status, resp.headers.get("Content-Type", "")
+        h = resp.headers
+        return _Body(data, status, h.get("Content-Type", ""), h.get("Content-Range", ""), h.get("ETag", ""))
 
-    async def _read_capped(self, url: URL, resp: aiohttp.ClientResponse) -> bytes:
-        cap = self.settings.max_bytes
+    async def _read_capped(self, url: URL, resp: aiohttp.ClientResponse, cap: int) -> bytes:
         if resp.content_length is not None and resp.content_length > cap:
             raise FetchError("too_large", f"Content-Length {resp.content_length} over the {cap}-byte cap")
         buf = bytearray()
@@ -248,6 +306,28 @@ class _HostSlots:
 
     def __len__(self) -> int:
         return len(self._slots)
+
+
+def _parse(url: str) -> URL:
+    try:
+        return URL(url)
+    except (ValueError, TypeError) as exc:
+        raise FetchError("bad_url", f"unparseable URL ({type(exc).__name__})") from None
+
+
+def _check_content_range(body: _Body, start: int, end: int, url: URL) -> tuple[int, int | None]:
+    """(first byte, total size or None) of a 206, checked against what was asked and received."""
+    match = _CONTENT_RANGE.match(body.content_range)
+    if match is None:
+        raise FetchError("bad_response", f"206 from {redact_url(url)} without a usable Content-Range")
+    first, last = int(match.group(1)), int(match.group(2))
+    total = None if match.group(3) == "*" else int(match.group(3))
+    if first != start or last < first or last >= end or len(body.data) != last - first + 1:
+        got = f"{first}-{last} ({len(body.data)} bytes)"
+        raise FetchError("bad_response", f"asked bytes {start}-{end - 1} of {redact_url(url)}, got {got}")
+    if total is not None and last >= total:
+        raise FetchError("bad_response", f"Content-Range of {redact_url(url)} ends past its size {total}")
+    return first, total
 
 
 def _refusal(category: str, reason: str, url: URL) -> FetchError:

@@ -1,9 +1,12 @@
-"""The fetch stage's transform: media requests in, one JPEG frame per image out.
+"""The fetch stage's transform: media requests in, one JPEG frame per image (or per sample of a
+video segment) out.
 
 The runner calls :meth:`FetchStage.process` from its own (synchronous) thread. Downloads run on a
 persistent asyncio loop in a dedicated thread, so the HTTP session and its connection pool live
-across batches; decoding runs in a thread pool (Pillow releases the GIL while it decodes,
-resizes and encodes). Downloads and decodes of one batch overlap.
+across batches; decoding runs in a thread pool (Pillow and FFmpeg release the GIL while they
+decode, resize and encode). Downloads and decodes of one batch overlap. Video requests take the
+path of :mod:`consumers.fetch.video_fetch`: a segment's frames are one result, so the runner
+commits them in one transaction. ``file://`` URLs are read only under ``fetch.allow_paths``.
 """
 
 from __future__ import annotations
@@ -17,16 +20,16 @@ from collections import Counter
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from yarl import URL
-
 from consumers.fetch.decode import DecodedImage, DecodeError, decode_image
 from consumers.fetch.dedup import MemoryTable, SeenTable, claim, seen_before_download
-from consumers.fetch.download import Downloader, FetchError, redact_url
+from consumers.fetch.download import Downloader, FetchError, public_url, redact_url
+from consumers.fetch.video_fetch import VideoFetched, VideoFetcher
+from consumers.fetch.video_source import is_file_url, read_local
 from schemas.codec import SchemaError, decode_request, encode_frame
 from schemas.models import Frame, MediaRequest
 from streams import metrics
 from streams.settings import Settings
-from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey
+from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey, dead_letter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,16 +73,11 @@ async def _cancel_others() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _public_url(url: str) -> str:
-    """The request URL without userinfo: credentials never travel into frames and stores."""
-    try:
-        return str(URL(url).with_user(None))
-    except (ValueError, TypeError):
-        return url
+_Fetched = Failure | tuple[MediaRequest, DecodedImage] | tuple[InputRecord, VideoFetched]
 
 
 class FetchStage:
-    """Download and decode image requests into frames (video requests come in a later issue)."""
+    """Download and decode image requests and video segments into frames."""
 
     name = "fetch"
     input_topic: TopicKey = "requests"
@@ -90,9 +88,11 @@ class FetchStage:
         self.outcomes: Counter[str] = Counter()  # "ok" or an error class -> count
         self._runner: _LoopThread | None = None
         self._downloader: Downloader | None = None
+        self._video: VideoFetcher | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._bytes_reported = 0
         self._uncommitted: list[tuple[str, dict[str, Any] | None]] = []  # seen-table writes of the open batch
+        self._dlq_causes: list[str] = []  # dead letters inside results of the open batch (cut segments)
 
     @property
     def bytes_downloaded(self) -> int:
@@ -108,6 +108,7 @@ class FetchStage:
         self._runner.start()
         self._downloader = Downloader(fetch)
         self._runner.run(self._downloader.start())
+        self._video = VideoFetcher(fetch, self._downloader, self._executor)
         logger.info("fetch stage started: concurrency %d, %d decode workers", fetch.concurrency, fetch.decode_workers)
 
     def process(self, batch: Sequence[InputRecord]) -> list[Result]:
@@ -130,12 +131,16 @@ class FetchStage:
     def committed(self) -> None:
         """The runner committed the last batch: its seen-table writes are now in the changelog."""
         self._uncommitted.clear()
+        for cause in self._dlq_causes:  # the runner counts Failures; these dead letters ride in lists
+            metrics.DLQ.labels(self.name, cause).inc()
+        self._dlq_causes.clear()
 
     def aborted(self) -> None:
         """The runner aborted the last batch: take its seen-table writes back (it will be redone)."""
         for key, previous in reversed(self._uncommitted):
             self.seen.restore_local(key, previous)
         self._uncommitted.clear()
+        self._dlq_causes.clear()
 
     def close(self) -> None:
         if self._runner is not None:
@@ -144,16 +149,19 @@ class FetchStage:
             self._runner.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
-        self._runner = self._downloader = self._executor = None
+        self._runner = self._downloader = self._executor = self._video = None
         self.seen.close()
 
     async def _process_all(self, batch: Sequence[InputRecord]) -> list[Result]:
+        self._dlq_causes.clear()
         fetched = await asyncio.gather(*(self._process_one(record) for record in batch))
         return [self._claim(item) for item in fetched]  # in input order: duplicates resolve deterministically
 
-    def _claim(self, item: Failure | tuple[MediaRequest, DecodedImage]) -> Result:
+    def _claim(self, item: _Fetched) -> Result:
         if isinstance(item, Failure):
             return item
+        if isinstance(item[1], VideoFetched):
+            return self._claim_video(item[0], item[1])
         req, image = item
         seen = claim(self.seen, req, image.content_sha256, self._uncommitted)
         if isinstance(seen, Failure):
@@ -161,33 +169,61 @@ class FetchStage:
         frame = OutputRecord(topic="frames", key=req.media_id.encode(), value=encode_frame(_frame(req, image)))
         return [frame, *seen]
 
-    async def _process_one(self, record: InputRecord) -> Failure | tuple[MediaRequest, DecodedImage]:
+    def _claim_video(self, record: InputRecord, video: VideoFetched) -> Result:
+        """The segment's frames and seen key; a segment cut short carries its dead letter instead."""
+        seen = claim(self.seen, video.req, None, self._uncommitted, remember=video.failure is None)
+        if isinstance(seen, Failure):
+            return seen
+        if video.failure is None:
+            return [*video.frames, *seen]
+        self._dlq_causes.append(video.failure.error_class)
+        self.outcomes[f"partial_{video.failure.error_class}"] += 1
+        return [*video.frames, dead_letter(record, self.name, video.failure)]
+
+    async def _process_one(self, record: InputRecord) -> _Fetched:
         try:
             req = decode_request(record.value)
         except SchemaError as exc:
             key = record.key.decode("utf-8", errors="replace") if record.key else ""
             return Failure("invalid_request", str(exc), media_id=key)
-        if req.kind != "image":
-            return Failure("unsupported_kind", f"kind {req.kind!r} is not supported yet", media_id=req.media_id)
         duplicate = seen_before_download(self.seen, req)
         if duplicate is not None:
             return duplicate
+        if req.kind == "video":
+            return await self._fetch_video(record, req)
         try:
             image = await self._fetch_and_decode(req)
         except (FetchError, DecodeError) as exc:
             return Failure(exc.error_class, exc.reason, media_id=req.media_id, details={"url": redact_url(req.url)})
         except Exception as exc:  # a bug must not take the batch down; the DLQ keeps the input
-            logger.exception("fetch of %s failed unexpectedly", req.media_id)
-            reason = f"unexpected {type(exc).__name__}"
-            return Failure("fetch_internal_error", reason, media_id=req.media_id, details={"url": redact_url(req.url)})
+            return _internal_error(req, exc)
         return req, image
+
+    async def _fetch_video(self, record: InputRecord, req: MediaRequest) -> _Fetched:
+        if self._video is None:
+            raise RuntimeError("FetchStage.start() was not called")
+        try:
+            video = await self._video.fetch(req)
+        except Exception as exc:  # a bug must not take the batch down; the DLQ keeps the input
+            return _internal_error(req, exc)
+        return video if isinstance(video, Failure) else (record, video)
 
     async def _fetch_and_decode(self, req: MediaRequest) -> DecodedImage:
         if self._downloader is None or self._executor is None:
             raise RuntimeError("FetchStage.start() was not called")
-        download = await self._downloader.fetch(req.url)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, decode_image, download.data, self.settings.fetch)
+        fetch = self.settings.fetch
+        if is_file_url(req.url):
+            data = await loop.run_in_executor(self._executor, read_local, req.url, fetch.allow_paths, fetch.max_bytes)
+        else:
+            data = (await self._downloader.fetch(req.url)).data
+        return await loop.run_in_executor(self._executor, decode_image, data, fetch)
+
+
+def _internal_error(req: MediaRequest, exc: Exception) -> Failure:
+    logger.exception("fetch of %s failed unexpectedly", req.media_id)
+    reason = f"unexpected {type(exc).__name__}"
+    return Failure("fetch_internal_error", reason, media_id=req.media_id, details={"url": redact_url(req.url)})
 
 
 def _frame(req: MediaRequest, image: DecodedImage) -> Frame:
@@ -195,7 +231,7 @@ def _frame(req: MediaRequest, image: DecodedImage) -> Frame:
         media_id=req.media_id,
         frame_index=0,
         timestamp_s=0.0,
-        source_url=_public_url(req.url),
+        source_url=public_url(req.url),
         collection=req.collection,
         width=image.width,
         height=image.height,

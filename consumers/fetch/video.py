@@ -14,6 +14,9 @@ decodes fewer frames. A broken file is not all-or-nothing: the frames decoded be
 come back with a :class:`DecodeError` (``truncated_video``, ``corrupt_video``,
 ``not_a_video``...) so the caller can publish and account for them.
 
+A source is bytes, a path, or a seekable binary file object (``read``/``seek``/``tell``), such as
+:class:`consumers.fetch.video_source.HttpRangeFile`; a file object is borrowed, never closed here.
+
 CPU-bound; FFmpeg releases the GIL while decoding, so the fetch stage can run this in a thread.
 """
 
@@ -27,7 +30,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import av
 import av.container
@@ -41,7 +44,19 @@ from consumers.fetch.video_sampling import Mode, Target, choose_mode, count_targ
 
 logger = logging.getLogger(__name__)
 
-Source = bytes | str | os.PathLike[str]
+
+@runtime_checkable
+class Readable(Protocol):
+    """A seekable binary file object."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+
+Source = bytes | str | os.PathLike[str] | Readable
 ModeChoice = Literal["auto", "seek", "sequential"]
 _EPS = 1e-6
 _PROBE_SCAN_S = 120.0
@@ -200,6 +215,15 @@ def probe(source: Source) -> VideoInfo:
         return video.info(keyframe_interval(key_times, span))
     except av.error.FFmpegError as exc:
         raise _classify(exc) from None
+    finally:
+        video.close()
+
+
+def video_duration(source: Source) -> float:
+    """The duration the headers declare (0.0 when they declare none); reads no packets."""
+    video = _Video(source)
+    try:
+        return video.duration_s()
     finally:
         video.close()
 
@@ -377,8 +401,7 @@ def _open(source: Source) -> av.container.InputContainer:
     if isinstance(source, bytes) and not source:
         raise DecodeError("empty_body", "no bytes to decode")
     try:
-        target = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
-        return av.open(target, mode="r", metadata_errors="ignore")
+        return av.open(_target(source), mode="r", metadata_errors="ignore")
     except FileNotFoundError as exc:
         raise DecodeError("not_found", f"no such file: {exc.filename}") from None
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
@@ -387,7 +410,34 @@ def _open(source: Source) -> av.container.InputContainer:
         raise DecodeError("not_a_video", f"bytes are not a readable video (starts with {head[:8].hex()})") from None
 
 
-def _head(path: str | os.PathLike[str]) -> bytes:
+def _target(source: Source) -> str | Readable:
+    if isinstance(source, bytes):
+        return io.BytesIO(source)
+    if isinstance(source, Readable):
+        source.seek(0)
+        return _Borrowed(source)
+    return os.fspath(source)
+
+
+class _Borrowed:
+    """A file object PyAV reads but cannot close (it closes its file when the container closes)."""
+
+    def __init__(self, inner: Readable) -> None:
+        self.read, self.seek, self.tell = inner.read, inner.seek, inner.tell
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
+def _head(path: str | os.PathLike[str] | Readable) -> bytes:
+    if isinstance(path, Readable):
+        path.seek(0)
+        head = path.read(16)
+        path.seek(0)
+        return head
     try:
         with open(path, "rb") as fh:
             return fh.read(16)

@@ -7,7 +7,7 @@ scene          the vision model (open_clip), whole frame
 object         the detector (ultralytics) and the vision model on each crop
 grid           the concept model (open_clip, MobileCLIP2 by default) on frame + patches
 text           the vision model's text tower (or MiniLM), OCR (rapidocr) and the detector
-face           the face backend (dlib 128-d descriptor)
+face           the face backend (dlib 128-d descriptor, or ArcFace ONNX when configured)
 =============  =========================================================================
 
 Stored dimensions: the vision and concept spaces are truncated to their ``store_dim`` and
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mediavec.models.arcface import ArcFaceEmbedder
 from mediavec.models.clip import ClipEmbedder
 from mediavec.models.detector import Detector
 from mediavec.models.faces import FaceEmbedder
@@ -47,7 +48,7 @@ class EmbedModels:
     vision: ClipEmbedder | None = None
     concept: ClipEmbedder | None = None
     detector: Detector | None = None
-    faces: FaceEmbedder | None = None
+    faces: FaceEmbedder | ArcFaceEmbedder | None = None
     ocr: OcrReader | None = None
     text: TextModel | None = None
     prompt_bank: tuple[str, ...] = ()
@@ -74,7 +75,7 @@ class EmbedModels:
             if text.backend == "minilm":
                 models.text = TextModel.load(text.model_dir, device=settings.model.device)
         if "face" in spaces:
-            models.faces = _faces(settings)
+            models.faces = load_faces(settings)
         return models
 
     def text_model_id(self) -> str:
@@ -93,10 +94,9 @@ class EmbedModels:
         return self.vision.embed_texts(texts)
 
 
-def _faces(settings: Settings) -> FaceEmbedder:
+def load_faces(settings: Settings) -> FaceEmbedder | ArcFaceEmbedder:
+    """The configured face backend: ArcFace ONNX when set, else dlib's shipped 128-d descriptor."""
     f = settings.faces
     if f.backend == "arcface":
-        raise ValueError(
-            "faces.backend=arcface is not available in this version; use dlib (the shipped 128-d descriptor)"
-        )
+        return ArcFaceEmbedder.load(f.arcface_onnx, detector=f.detector, upsample=f.upsample)
     return FaceEmbedder.load(detector=f.detector, upsample=f.upsample)

@@ -38,6 +38,16 @@ class Face:
     descriptor: np.ndarray
 
 
+@dataclass(frozen=True)
+class LocatedFace:
+    """One detected face before any descriptor: its box, the detector's score and dlib's landmarks
+    as an ``(n, 2)`` float32 array of pixel coordinates (n = 5 or 68, in dlib's point order)."""
+
+    box: Box
+    score: float
+    points: np.ndarray
+
+
 def default_model_dir() -> Path:
     """The ``models`` folder of face-recognition-models, located without importing it."""
     spec = importlib.util.find_spec(MODELS_PACKAGE)
@@ -97,9 +107,8 @@ class FaceEmbedder:
         """Faces in the image, best first, with unit descriptors."""
         import dlib
 
-        pixels = np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
-        found = sorted(self._detect(pixels), key=lambda rs: rs[1], reverse=True)
-        found = [(r, s) for r, s in found if s >= min_score][:max_faces]
+        pixels = _pixels(image)
+        found = self._found(pixels, max_faces, min_score)
         if not found:
             return []
         shapes = dlib.full_object_detections()
@@ -113,9 +122,32 @@ class FaceEmbedder:
             for (r, s), d in zip(found, descriptors, strict=True)
         ]
 
+    def locate(self, image: Image.Image, max_faces: int = 20, min_score: float = 0.0) -> list[LocatedFace]:
+        """Faces in the image, best first, with the loaded shape predictor's landmarks (no descriptor),
+        for backends that align and embed faces themselves."""
+        pixels = _pixels(image)
+        height, width = pixels.shape[:2]
+        located = []
+        for rect, score in self._found(pixels, max_faces, min_score):
+            shape = self._shape_predictor(pixels, rect)
+            points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+            box = clip_box((rect.left(), rect.top(), rect.right(), rect.bottom()), width, height)
+            located.append(LocatedFace(box=box, score=score, points=points))
+        return located
+
+    def _found(self, pixels: np.ndarray, max_faces: int, min_score: float) -> list[tuple[Any, float]]:
+        """Detections scoring at least ``min_score``, best first, at most ``max_faces``."""
+        found = sorted(self._detect(pixels), key=lambda rs: rs[1], reverse=True)
+        return [(r, s) for r, s in found if s >= min_score][:max_faces]
+
     def _detect(self, pixels: np.ndarray) -> list[tuple[Any, float]]:
         """(dlib rectangle, score) pairs from whichever detector is loaded."""
         if self.cnn:
             return [(m.rect, float(m.confidence)) for m in self._detector(pixels, self.upsample)]
         rects, scores, _ = self._detector.run(pixels, self.upsample, 0.0)
         return [(r, float(s)) for r, s in zip(rects, scores, strict=True)]
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    """The image as a contiguous (h, w, 3) uint8 RGB array, the layout dlib takes."""
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))

@@ -81,7 +81,7 @@ def test_mixed_batch(server: MediaServer, stage: FetchStage) -> None:
     expected_failures = {
         1: ("http_404", "missing"),
         2: ("invalid_request", ""),
-        4: ("unsupported_kind", "clip"),
+        4: ("not_a_video", "clip"),  # a photo asked for as a video
         5: ("not_an_image", "page"),
         6: ("truncated_image", "cut"),
         7: ("pixel_bomb", "bomb"),
