@@ -138,10 +138,12 @@ def env_of(container: Doc) -> dict[str, Doc]:
 
 
 def stage_of(container: Doc) -> tuple[str, int]:
-    """(stage, worker processes) of a `mediavec run <stage> [--workers N]` container."""
+    """(stage, worker processes) of a `mediavec run <stage> [--workers N | --workers-per-gpu N]` container
+    (one GPU per embed pod, so N per GPU is N per pod)."""
     args = container["args"]
     assert args[0] == "run", args
-    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    flag = next((f for f in ("--workers", "--workers-per-gpu") if f in args), None)
+    workers = int(args[args.index(flag) + 1]) if flag else 1
     return args[1], workers
 
 
@@ -265,7 +267,7 @@ def test_compose_embed_reserves_a_gpu_and_sets_workers_per_gpu(compose: Doc) -> 
     embed = compose["services"]["embed"]
     devices = embed["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
-    assert embed["command"] == ["run", "embed", "--workers", "${EMBED_WORKERS_PER_GPU:-4}"]
+    assert embed["command"] == ["run", "embed", "--workers-per-gpu", "${EMBED_WORKERS_PER_GPU:-4}"]
 
 
 def test_compose_services_are_health_checked_with_named_volumes(compose: Doc) -> None:
