@@ -175,7 +175,8 @@ def _add_publish(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _search(args: argparse.Namespace) -> int:
-    from mediavec.search import default_stores, format_hits, search
+    from mediavec.search import SearchError, default_stores, format_hits, search
+    from mediavec.vectorstore import UnknownCollectionError
 
     settings = load_settings()
     stores = (
@@ -183,15 +184,28 @@ def _search(args: argparse.Namespace) -> int:
         if args.store == "auto"
         else (("qdrant", "encrypted") if args.store == "all" else (args.store,))
     )
-    hits = search(
-        settings,
-        text=args.text,
-        image=Path(args.image) if args.image else None,
-        collection=args.collection,
-        limit=args.limit,
-        stores=stores,
-    )
+    try:
+        hits = search(
+            settings,
+            text=args.text,
+            image=Path(args.image) if args.image else None,
+            collection=args.collection,
+            limit=args.limit,
+            space=args.space,
+            stores=stores,
+        )
+    except (SearchError, UnknownCollectionError) as exc:
+        print(f"search: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps([h.__dict__ for h in hits], default=str, indent=1) if args.json else format_hits(hits))
+    return 0
+
+
+def _spaces(args: argparse.Namespace) -> int:
+    from mediavec.search import format_layout, layout
+
+    rows = layout(load_settings(), args.collection)
+    print(json.dumps([r.__dict__ for r in rows], indent=1) if args.json else format_layout(rows))
     return 0
 
 
@@ -356,7 +370,18 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         help="where to search; auto: Qdrant, plus the encrypted index when its key is configured",
     )
+    s.add_argument(
+        "--space",
+        choices=["scene", "object", "grid", "text", "face", "all"],
+        default="scene",
+        help="vector space to search; all: every space that fits the query, merged by score",
+    )
     s.set_defaults(func=_search)
+
+    lay = sub.add_parser("spaces", help="list the models and vector spaces stored for a collection (or alias)")
+    lay.add_argument("--collection", default="default")
+    lay.add_argument("--json", action="store_true")
+    lay.set_defaults(func=_spaces)
 
     q = sub.add_parser("dlq", help="list or redrive dead letters")
     q.add_argument("action", choices=["list", "redrive"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -82,14 +83,19 @@ class ThreadWorker:
             raise self.error
 
 
-def group_caught_up(settings: Settings, group: str, topic: str) -> bool:
-    """True when ``group`` has committed the end of every partition of ``topic``."""
+def group_caught_up(settings: Settings, group: str, topic: str, *, transactional: bool = False) -> bool:
+    """True when ``group`` has committed the end of every partition of ``topic``.
+
+    ``transactional``: the topic is written in transactions, so each partition ends with a commit
+    marker that a transactional consumer's committed offset (last record + 1) stops just before.
+    """
+    marker = 1 if transactional else 0
     c: Consumer = consumer(settings, group)
     try:
         parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
         ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
         committed = c.committed(parts, timeout=10)
-        return all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in committed)
+        return all(tp.offset >= ends[tp.partition] - marker or ends[tp.partition] == 0 for tp in committed)
     except Exception:  # a coordinator moving counts as not yet
         return False
     finally:
@@ -102,6 +108,5 @@ def wait_sinks_caught_up(settings: Settings, sinks: tuple[str, ...] | list[str],
 
     vectors = topics(settings).vectors.name
     for sink in sinks:
-        wait_for(
-            lambda s=sink: group_caught_up(settings, group_id(settings, s), vectors), timeout_s, f"{sink} to catch up"
-        )
+        group = group_id(settings, sink)
+        wait_for(functools.partial(group_caught_up, settings, group, vectors), timeout_s, f"{sink} to catch up")

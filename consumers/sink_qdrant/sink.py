@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from consumers.sink_qdrant.transform import collection_name, points_from_batches
-from mediavec.vectorstore import VectorStore, open_store
+from mediavec.vectorstore import QdrantStore, open_store
 from mediavec.vectorstore.base import DimensionMismatchError
 from schemas import SchemaError, VectorBatch, decode_vector_batch
 from streams.settings import Settings
@@ -27,11 +27,11 @@ class QdrantSink:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.consumer_name = f"{settings.topics.prefix}mediavec.{self.name}"
-        self._store: VectorStore | None = None
+        self._store: QdrantStore | None = None
         self._dims: dict[str, int] = {}
 
     @property
-    def store(self) -> VectorStore:
+    def store(self) -> QdrantStore:
         if self._store is None:
             raise RuntimeError("sink not started")
         return self._store

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from mediavec.vectorstore.base import (
     OFFSETS_COLLECTION,
+    SPACE_FIELD,
+    SPACES,
     DimensionMismatchError,
     Hit,
     Offsets,
+    QdrantStore,
     StoredPoint,
     StoreLockedError,
     UnknownCollectionError,
@@ -27,9 +30,12 @@ from streams.settings import Settings
 
 __all__ = [
     "OFFSETS_COLLECTION",
+    "SPACES",
+    "SPACE_FIELD",
     "DimensionMismatchError",
     "Hit",
     "Offsets",
+    "QdrantStore",
     "StoreLockedError",
     "StoredPoint",
     "UnknownCollectionError",
@@ -39,7 +45,7 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings) -> VectorStore:
+def open_store(settings: Settings) -> QdrantStore:
     """The vector store the settings name; the caller closes it (or uses it as a context manager)."""
     qdrant = settings.qdrant
     if qdrant.url:

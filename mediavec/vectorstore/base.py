@@ -8,6 +8,12 @@ deterministic (:func:`schemas.ids.point_id`), so the replay overwrites instead o
 
 Collections use cosine distance, so the stored vectors are the unit-normalised inputs: a vector
 read back equals the normalised input within fp16 rounding.
+
+Vector spaces: a Qdrant collection holds every space one model produces (the vision model's
+scene, object and text vectors share one), told apart by the payload field ``space``;
+:class:`QdrantStore` searches and counts can filter on it, and both backends keep a keyword index
+on it. A query wider than the collection is truncated and renormalised to the stored dimension
+(the stored vectors were cut the same way, see ``ModelSettings.store_dim``).
 """
 
 from __future__ import annotations
@@ -17,14 +23,18 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self, get_args
 
 import numpy as np
+
+from schemas.models import Space
 
 # Kafka offsets: (topic, partition) -> the next offset to read.
 Offsets = dict[tuple[str, int], int]
 
 OFFSETS_COLLECTION = "_mediavec_offsets"  # the server backend's offsets; reserved
+SPACE_FIELD = "space"  # the payload field naming a point's vector space
+SPACES: tuple[str, ...] = get_args(Space)
 OFFSETS_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://mediavec.dev/sink-offsets/v1")
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}$")  # no leading dot: hidden files are ours
 
@@ -83,6 +93,10 @@ class VectorStore(ABC):
         """Exact number of points in the collection."""
 
     @abstractmethod
+    def dim(self, name: str) -> int | None:
+        """The collection's vector dimension, or None when there is no such collection."""
+
+    @abstractmethod
     def retrieve(self, name: str, ids: list[str], with_vectors: bool = True) -> list[StoredPoint]:
         """The points among ids that exist, in the order asked."""
 
@@ -106,13 +120,34 @@ class VectorStore(ABC):
     def close(self) -> None:
         """Release files, locks and connections. Idempotent."""
 
-    def __enter__(self) -> VectorStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class QdrantStore(VectorStore):
+    """A vector store whose collections hold several vector spaces (the Qdrant backends).
+
+    The space filter is a keyword-only extension of :meth:`VectorStore.search`, so the encrypted
+    index (one collection per space, no payload filter) still satisfies the base contract.
+    """
+
+    @abstractmethod
+    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, space: str | None = None) -> list[Hit]:
+        """The nearest points to one vector, best first; only points of ``space`` when given."""
+
+    @abstractmethod
+    def count(self, name: str, *, space: str | None = None) -> int:
+        """Exact number of points in the collection (of ``space`` when given)."""
+
+    def spaces(self, name: str) -> dict[str, int]:
+        """The vector spaces the collection holds, with their point counts (empty ones left out)."""
+        counts = {space: self.count(name, space=space) for space in SPACES}
+        return {space: n for space, n in counts.items() if n}
 
 
 def check_name(name: str) -> str:
@@ -151,11 +186,31 @@ def check_batch(ids: list[str], vectors: np.ndarray, payloads: list[dict[str, An
     return out
 
 
-def check_query(vector: np.ndarray, dim: int) -> list[float]:
+def check_space(space: str | None) -> str | None:
+    if space is not None and space not in SPACES:
+        raise VectorStoreError(f"unknown vector space {space!r}: one of {', '.join(SPACES)}")
+    return space
+
+
+def fit_query(vector: np.ndarray, dim: int) -> np.ndarray:
+    """The query as a float32 vector of the collection's dimension.
+
+    A wider query is truncated to its first ``dim`` components and renormalised, which is how
+    the stored vectors were cut (Matryoshka); a narrower one cannot be made to fit.
+    """
     flat = np.asarray(vector, dtype=np.float32).reshape(-1)
-    if flat.shape[0] != dim:
+    if flat.shape[0] < dim:
         raise DimensionMismatchError(f"query has {flat.shape[0]} dimensions, the collection has {dim}")
-    return [float(x) for x in flat]
+    if not np.isfinite(flat).all():
+        raise VectorStoreError("the query vector contains NaN or infinity")
+    if flat.shape[0] > dim:  # the same cut as mediavec.models.textmodel.truncate
+        flat = flat[:dim] / max(float(np.linalg.norm(flat[:dim])), 1e-12)
+    return flat
+
+
+def check_query(vector: np.ndarray, dim: int) -> list[float]:
+    """:func:`fit_query` as the list of floats both Qdrant clients take."""
+    return [float(x) for x in fit_query(vector, dim)]
 
 
 def offset_point_id(consumer: str, topic: str, partition: int) -> str:

@@ -12,6 +12,10 @@ a crash of this process but is not fsynced; ``flush()`` fsyncs. So :meth:`EdgeSt
 flushes before it returns (``sync=True``, the default), which makes the points durable against a
 power loss too, before the sink records the offsets that cover them.
 
+Every shard keeps a keyword index on the ``space`` payload field (made with the shard, or on
+first open of a shard made before it), so a search or count for one space filters through the
+index instead of scanning payloads.
+
 Offsets live in small JSON files rather than in a shard: they are a handful of integers per
 consumer, rewritten after every upsert, and a file written atomically (tmp, fsync, rename, fsync
 the directory) costs two fsyncs where a shard flush costs about ten; it is also readable by a
@@ -32,12 +36,13 @@ import numpy as np
 import qdrant_edge as qe
 
 from mediavec.vectorstore.base import (
+    SPACE_FIELD,
     DimensionMismatchError,
     Hit,
     Offsets,
+    QdrantStore,
     StoredPoint,
     UnknownCollectionError,
-    VectorStore,
     VectorStoreError,
     canonical_ids,
     check_batch,
@@ -45,6 +50,7 @@ from mediavec.vectorstore.base import (
     check_name,
     check_offsets,
     check_query,
+    check_space,
 )
 from mediavec.vectorstore.lock import DirLock, fsync_dir, write_atomic
 
@@ -54,7 +60,7 @@ BACKEND = "edge"
 _EDGE_CONFIG = "edge_config.json"  # written by qdrant-edge into every shard directory
 
 
-class EdgeStore(VectorStore):
+class EdgeStore(QdrantStore):
     """Collections as qdrant-edge shards in one local directory."""
 
     def __init__(self, path: Path, *, sync: bool = True) -> None:
@@ -91,6 +97,7 @@ class EdgeStore(VectorStore):
         # never leaves a half-made collection that later opens look like a real one.
         tmp = self._collections_dir / f".tmp-{name}-{uuid.uuid4().hex}"
         shard = qe.EdgeShard.create(str(tmp), _config(dim))
+        _index_space(shard)
         shard.flush()
         shard.close()
         tmp.rename(self._collections_dir / name)
@@ -105,7 +112,17 @@ class EdgeStore(VectorStore):
                 raise UnknownCollectionError(f"no collection {name!r} in {self.path}")
             self._dims[name] = _stored_dim(shard_dir)
             shard = self._shards[name] = qe.EdgeShard.load(str(shard_dir))
+            if SPACE_FIELD not in shard.info().payload_schema:
+                logger.info("indexing the %r payload field of edge collection %s", SPACE_FIELD, name)
+                _index_space(shard)
+                shard.flush()
         return shard, self._dims[name]
+
+    def dim(self, name: str) -> int | None:
+        if name in self._dims:
+            return self._dims[name]
+        shard_dir = self._collections_dir / check_name(name)
+        return _stored_dim(shard_dir) if shard_dir.exists() else None
 
     def upsert(self, name: str, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         shard, dim = self._shard(name)
@@ -115,16 +132,20 @@ class EdgeStore(VectorStore):
         if self._sync:
             shard.flush()
 
-    def search(self, name: str, vector: np.ndarray, limit: int = 10) -> list[Hit]:
+    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, space: str | None = None) -> list[Hit]:
         shard, dim = self._shard(name)
         request = qe.SearchRequest(
-            query=qe.Query.Nearest(check_query(vector, dim)), limit=limit, with_payload=True, with_vector=False
+            query=qe.Query.Nearest(check_query(vector, dim)),
+            limit=limit,
+            filter=_space_filter(space),
+            with_payload=True,
+            with_vector=False,
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in shard.search(request)]
 
-    def count(self, name: str) -> int:
+    def count(self, name: str, *, space: str | None = None) -> int:
         shard, _ = self._shard(name)
-        return int(shard.count(qe.CountRequest(exact=True)))
+        return int(shard.count(qe.CountRequest(exact=True, filter=_space_filter(space))))
 
     def retrieve(self, name: str, ids: list[str], with_vectors: bool = True) -> list[StoredPoint]:
         shard, _ = self._shard(name)
@@ -181,6 +202,17 @@ class EdgeStore(VectorStore):
 def _config(dim: int) -> qe.EdgeConfig:
     params = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, datatype=qe.VectorStorageDatatype.Float16)
     return qe.EdgeConfig(vectors=params)
+
+
+def _index_space(shard: qe.EdgeShard) -> None:
+    shard.update(qe.UpdateOperation.create_field_index(SPACE_FIELD, qe.PayloadSchemaType.Keyword))
+
+
+def _space_filter(space: str | None) -> qe.Filter | None:
+    space = check_space(space)
+    if space is None:
+        return None
+    return qe.Filter(must=[qe.FieldCondition(key=SPACE_FIELD, match=qe.MatchValue(space))])
 
 
 def _stored_dim(shard_dir: Path) -> int:

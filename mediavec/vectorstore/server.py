@@ -9,6 +9,10 @@ Offsets live in a dedicated ``_mediavec_offsets`` collection with one vector-les
 (consumer, topic, partition), keyed by a deterministic UUID, so a save is an overwrite and the
 offsets share the server's durability, backups and snapshots with the vectors they describe.
 Every write passes ``wait=True``: it returns once the server has applied it.
+
+A server collection gets a keyword payload index on ``space`` when :meth:`ServerStore.ensure_collection`
+first sees it, so per-space searches and counts filter through the index. Local mode has no
+payload indexes (the client warns and ignores them), so none is asked for there.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ from qdrant_client import QdrantClient, models
 
 from mediavec.vectorstore.base import (
     OFFSETS_COLLECTION,
+    SPACE_FIELD,
     DimensionMismatchError,
     Hit,
     Offsets,
+    QdrantStore,
     StoredPoint,
     UnknownCollectionError,
-    VectorStore,
     VectorStoreError,
     canonical_ids,
     check_batch,
@@ -36,6 +41,7 @@ from mediavec.vectorstore.base import (
     check_name,
     check_offsets,
     check_query,
+    check_space,
     offset_point_id,
 )
 from mediavec.vectorstore.lock import DirLock
@@ -46,7 +52,7 @@ LOCAL_BACKEND = "local"
 _SCROLL_PAGE = 1024
 
 
-class ServerStore(VectorStore):
+class ServerStore(QdrantStore):
     """Collections in Qdrant through a QdrantClient (server or local mode)."""
 
     def __init__(self, client: QdrantClient, lock: DirLock | None = None) -> None:
@@ -87,6 +93,14 @@ class ServerStore(VectorStore):
         stored = self._dim(name)
         if stored != dim:
             raise DimensionMismatchError(f"collection {name!r} has dimension {stored}, not {dim}")
+        if self._lock is None:  # a server (local mode has a directory lock and no payload indexes)
+            self._index_space(name)
+
+    def _index_space(self, name: str) -> None:
+        """The keyword index on ``space``; also added to collections made before it existed."""
+        if SPACE_FIELD not in (self._client.get_collection(name).payload_schema or {}):
+            self._client.create_payload_index(name, SPACE_FIELD, models.PayloadSchemaType.KEYWORD, wait=True)
+            logger.info("indexed the %r payload field of Qdrant collection %s", SPACE_FIELD, name)
 
     def _dim(self, name: str) -> int:
         if name not in self._dims:
@@ -100,19 +114,26 @@ class ServerStore(VectorStore):
             self._dims[name] = params.size
         return self._dims[name]
 
+    def dim(self, name: str) -> int | None:
+        if name not in self._dims and not self._client.collection_exists(check_name(name)):
+            return None
+        return self._dim(name)
+
     def upsert(self, name: str, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         rows = check_batch(ids, vectors, payloads, self._dim(name)).tolist()
         batch = models.Batch(ids=list(canonical_ids(ids)), vectors=rows, payloads=payloads)
         self._client.upsert(name, points=batch, wait=True)
 
-    def search(self, name: str, vector: np.ndarray, limit: int = 10) -> list[Hit]:
+    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, space: str | None = None) -> list[Hit]:
         query = check_query(vector, self._dim(name))
-        result = self._client.query_points(name, query=query, limit=limit, with_payload=True, with_vectors=False)
+        result = self._client.query_points(
+            name, query=query, query_filter=_space_filter(space), limit=limit, with_payload=True, with_vectors=False
+        )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
 
-    def count(self, name: str) -> int:
+    def count(self, name: str, *, space: str | None = None) -> int:
         self._dim(name)
-        return int(self._client.count(name, exact=True).count)
+        return int(self._client.count(name, count_filter=_space_filter(space), exact=True).count)
 
     def retrieve(self, name: str, ids: list[str], with_vectors: bool = True) -> list[StoredPoint]:
         self._dim(name)
@@ -184,6 +205,13 @@ class ServerStore(VectorStore):
 def _vector_params(dim: int) -> models.VectorParams:
     # float16 storage halves memory and disk; vectors arrive as fp16, so nothing is lost.
     return models.VectorParams(size=dim, distance=models.Distance.COSINE, datatype=models.Datatype.FLOAT16)
+
+
+def _space_filter(space: str | None) -> models.Filter | None:
+    space = check_space(space)
+    if space is None:
+        return None
+    return models.Filter(must=[models.FieldCondition(key=SPACE_FIELD, match=models.MatchValue(value=space))])
 
 
 def _stored_point(record: models.Record, with_vectors: bool) -> StoredPoint:
