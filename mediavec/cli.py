@@ -201,6 +201,27 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_status(settings: Settings, run_id: str, watch: bool, interval: float) -> int:
+    from mediavec.progress import describe, run_tracker
+
+    try:
+        tracker = run_tracker(settings, run_id)
+    except LookupError as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return 2
+    try:
+        progress = tracker.poll(3.0)
+        print(describe(run_id, progress), flush=True)
+        while watch and progress.done < progress.total:
+            progress = tracker.poll(interval)
+            print(describe(run_id, progress), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        tracker.close()
+    return 0
+
+
 def _spaces(args: argparse.Namespace) -> int:
     from mediavec.search import format_layout, layout
 
@@ -300,6 +321,8 @@ def _status(args: argparse.Namespace) -> int:
     from mediavec.status import look, render
 
     settings = load_settings()
+    if args.run:
+        return _run_status(settings, args.run, args.watch, args.interval)
     before = look(settings) if args.watch else None
     while True:
         if args.watch:
@@ -412,6 +435,7 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="per stage: consumer lag, throughput and an ETA to drain")
     st.add_argument("--watch", action="store_true", help="refresh until interrupted")
     st.add_argument("--interval", type=float, default=2.0)
+    st.add_argument("--run", help="progress of one publish or replay run by its id: stored of total, rate, ETA")
     st.set_defaults(func=_status)
 
     md = sub.add_parser("metadb", help="PostgreSQL frame metadata: migrations and retention")

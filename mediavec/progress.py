@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from schemas import SchemaError, decode_dead_letter, decode_frame, decode_request, decode_vector_batch
 from streams.kafka import consumer, group_id
@@ -52,7 +52,14 @@ class RunTracker:
     """Follows one run on the vectors and DLQ topics, from the moment it is created."""
 
     def __init__(
-        self, settings: Settings, run_id: str, total: int, sink: str = "sink-qdrant", sink_group: str | None = None
+        self,
+        settings: Settings,
+        run_id: str,
+        total: int,
+        sink: str = "sink-qdrant",
+        sink_group: str | None = None,
+        *,
+        from_beginning: bool = False,
     ) -> None:
         self.settings = settings
         self.run_id = run_id
@@ -62,7 +69,8 @@ class RunTracker:
         self._reader = consumer(settings, f"{settings.topics.prefix}mediavec.progress-reader")
         self._sink_group: Consumer = consumer(settings, sink_group or group_id(settings, sink))
         self._parts = self._partitions()
-        self._reader.assign([TopicPartition(tp, p, OFFSET_END) for tp, p in self._parts])
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_END  # beginning: a run already under way
+        self._reader.assign([TopicPartition(tp, p, start) for tp, p in self._parts])
         self._pending: dict[int, list[tuple[int, str]]] = {}  # vectors partition -> (offset, media id)
         self._stored: set[str] = set()
         self._failed: set[str] = set()
@@ -135,3 +143,68 @@ def _run_of(original: bytes) -> str:
         return str(doc.get("run_id", "")) if isinstance(doc, dict) else ""
     except (ValueError, UnicodeDecodeError):
         return ""
+
+
+@dataclass(frozen=True)
+class RunRequests:
+    """What the requests topic says about a run: its distinct media and when it was first published."""
+
+    media: int
+    first_published_s: float | None
+
+
+def run_requests(settings: Settings, run_id: str, timeout_s: float = 10.0) -> RunRequests:
+    """Scan the requests topic for a run's events (a publish or a replay run id)."""
+    name = topics(settings).requests.name
+    c = consumer(settings, f"{settings.topics.prefix}mediavec.run-reader", overrides={"enable.partition.eof": True})
+    media: set[str] = set()
+    first: float | None = None
+    try:
+        parts = [
+            TopicPartition(name, p, OFFSET_BEGINNING)
+            for p in c.list_topics(name, timeout=timeout_s).topics[name].partitions
+        ]
+        c.assign(parts)
+        pending = {tp.partition for tp in parts}
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                pending.discard(msg.partition())  # end of partition
+                continue
+            deadline = time.monotonic() + timeout_s
+            try:
+                req = decode_request(msg.value() or b"")
+            except SchemaError:
+                continue
+            if req.run_id == run_id:
+                media.add(req.media_id)
+                at = msg.timestamp()[1] / 1000
+                first = at if first is None else min(first, at)
+    finally:
+        c.close()
+    return RunRequests(len(media), first)
+
+
+def run_tracker(settings: Settings, run_id: str) -> RunTracker:
+    """A tracker for a run already published: total from the requests topic, history from the start."""
+    requests = run_requests(settings, run_id)
+    if requests.media == 0:
+        raise LookupError(f"no request with run id {run_id!r} in {topics(settings).requests.name}")
+    tracker = RunTracker(settings, run_id, requests.media, from_beginning=True)
+    if requests.first_published_s is not None:  # rate and ETA over the run's whole life
+        tracker.progress.started = time.monotonic() - max(0.0, time.time() - requests.first_published_s)
+    return tracker
+
+
+def describe(run_id: str, p: RunProgress) -> str:
+    """One line: stored of total, failures by cause, rate, success rate, ETA."""
+    causes = ", ".join(f"{k} {v}" for k, v in sorted(p.causes.items(), key=lambda kv: -kv[1]))
+    eta = "done" if p.done >= p.total else (f"ETA {p.eta_s:.0f}s" if p.eta_s is not None else "ETA unknown")
+    return (
+        f"run {run_id}: stored {p.stored} of {p.total}, failed {p.failed}"
+        + (f" ({causes})" if causes else "")
+        + f", {p.rate:.2f} media/s, success {100 * p.success_rate:.1f}%, {eta}"
+    )

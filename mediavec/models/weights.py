@@ -117,6 +117,13 @@ def find_in_hub_cache(arch: str, pretrained: str, cache_dir: Path | None = None)
     return None
 
 
+def _env(settings: ModelSettings) -> str:
+    """The environment prefix of these model settings: the concept (grid) model has its own group."""
+    from streams.settings import ConceptSettings
+
+    return "MEDIAVEC_CONCEPT__" if isinstance(settings, ConceptSettings) else "MEDIAVEC_MODEL__"
+
+
 def how_to_supply(settings: ModelSettings, cache_dir: Path | None = None) -> str:
     """Readable instructions for putting real weights where resolution finds them."""
     arch, tag = settings.arch, settings.pretrained
@@ -134,15 +141,15 @@ def how_to_supply(settings: ModelSettings, cache_dir: Path | None = None) -> str
         lines.append(f"  * {tag!r} is not an open_clip tag for {arch}, so only the model directory can provide it;")
     lines += [
         f"  * or place the checkpoint at {model_dir / arch / tag / DIR_FILE_NAMES[0]}"
-        f" (or {model_dir / f'{arch}-{tag}.pt'}) and set MEDIAVEC_MODEL__MODEL_DIR={model_dir};",
-        "  * demos and tests only: MEDIAVEC_MODEL__ALLOW_RANDOM_WEIGHTS=true (embeddings are then meaningless).",
+        f" (or {model_dir / f'{arch}-{tag}.pt'}) and set {_env(settings)}MODEL_DIR={model_dir};",
+        f"  * demos and tests only: {_env(settings)}ALLOW_RANDOM_WEIGHTS=true (embeddings are then meaningless).",
     ]
     return "\n".join(lines)
 
 
 def _searched(settings: ModelSettings, cache_dir: Path | None) -> str:
     if settings.model_dir is None:
-        where = ["model_dir: not set (MEDIAVEC_MODEL__MODEL_DIR)"]
+        where = [f"model_dir: not set ({_env(settings)}MODEL_DIR)"]
     else:
         where = [
             f"model_dir: {p}" for p in model_dir_candidates(settings.model_dir, settings.arch, settings.pretrained)
