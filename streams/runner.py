@@ -30,6 +30,7 @@ from streams.dlq import dead_letter
 from streams.errors import Action, FatalKafkaError, backoff_s, classify
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, transactional_producer
+from streams.logctx import event
 from streams.settings import Settings
 from streams.stage import Failure, InputRecord, OutputRecord, RetryBatch, Stage
 from streams.topics import topics
@@ -193,15 +194,9 @@ class TransactionalRunner:
         out: list[OutputRecord] = []
         for record, result in zip(records, results, strict=True):
             if isinstance(result, Failure):
-                logger.info(
-                    "%s: %s/%d@%d -> DLQ %s: %s",
-                    self.stage.name,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    result.error_class,
-                    result.reason,
-                )
+                media = result.media_id or (record.key or b"").decode("utf-8", "replace")
+                with event(media, record.topic, record.partition, record.offset):
+                    logger.info("%s: -> DLQ %s: %s", self.stage.name, result.error_class, result.reason)
                 out.append(dead_letter(record, self.stage.name, result))
             else:
                 out.extend(result)

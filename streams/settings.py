@@ -221,6 +221,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".mediavec"), description="Local state: dev stack, embedded stores.")
     metrics_port: int = Field(0, description="Prometheus port for this worker; 0 picks none.")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="json: one object per line with media_id/offset.")
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     fetch: FetchSettings = FetchSettings()

@@ -25,6 +25,7 @@ from streams.dlq import dead_letter
 from streams.errors import FatalKafkaError
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, producer
+from streams.logctx import event
 from streams.runner import InstanceLock, default_instance, to_input
 from streams.settings import Settings
 from streams.stage import Failure, InputRecord, TopicKey
@@ -174,14 +175,9 @@ class StoreSinkRunner:
             out = dead_letter(record, self.sink.name, failure)
             self._dlq.produce(dlq, key=out.key, value=out.value)
             metrics.DLQ.labels(self.sink.name, failure.error_class).inc()
-            logger.info(
-                "%s: %s/%d@%d -> DLQ %s",
-                self.sink.name,
-                record.topic,
-                record.partition,
-                record.offset,
-                failure.error_class,
-            )
+            media = failure.media_id or (record.key or b"").decode("utf-8", "replace")
+            with event(media, record.topic, record.partition, record.offset):
+                logger.info("%s: -> DLQ %s: %s", self.sink.name, failure.error_class, failure.reason)
         if self._dlq.flush(30):
             raise FatalKafkaError("dead letters not acknowledged by the broker")
 

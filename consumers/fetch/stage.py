@@ -28,6 +28,7 @@ from consumers.fetch.video_source import is_file_url, read_local
 from schemas.codec import SchemaError, decode_request, encode_frame
 from schemas.models import Frame, MediaRequest
 from streams import metrics
+from streams.logctx import set_event
 from streams.settings import Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey, dead_letter
 
@@ -181,11 +182,14 @@ class FetchStage:
         return [*video.frames, dead_letter(record, self.name, video.failure)]
 
     async def _process_one(self, record: InputRecord) -> _Fetched:
+        # This task's log lines (downloads, guard decisions, errors) name the event they are about.
+        key = record.key.decode("utf-8", errors="replace") if record.key else ""
+        set_event(key, record.topic, record.partition, record.offset)
         try:
             req = decode_request(record.value)
         except SchemaError as exc:
-            key = record.key.decode("utf-8", errors="replace") if record.key else ""
             return Failure("invalid_request", str(exc), media_id=key)
+        set_event(req.media_id, record.topic, record.partition, record.offset)
         duplicate = seen_before_download(self.seen, req)
         if duplicate is not None:
             return duplicate

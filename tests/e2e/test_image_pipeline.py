@@ -8,6 +8,7 @@ the embed worker survives a SIGKILL mid-run, and the canary on 127.0.0.2 is neve
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -158,6 +159,10 @@ def _assert_no_key_or_plaintext_leaks(settings: Settings, corpus: Corpus, log_di
         assert not [p for p in files if needle in p.read_bytes()]
     sample_url, sample_media = next(iter(corpus.good.values())).encode(), next(iter(corpus.good)).encode()
     assert not [p for p in files if sample_url in p.read_bytes() or sample_media in p.read_bytes()]
+    # Lines about an event name it: a planted 404's dead-letter line carries its media id and offset.
+    fetch_log = (log_dir / "fetch.log").read_text()
+    requests = topics(settings).requests.name
+    assert re.search(rf"-> DLQ http_404: .* \[media=bad-404-0 src={re.escape(requests)}/\d+@\d+\]", fetch_log)
 
 
 def _assert_dlq(settings: Settings, corpus: Corpus) -> None:
