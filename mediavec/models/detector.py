@@ -131,7 +131,13 @@ class Detector:
         threads = torch.get_num_threads()
         try:
             results = self.model.predict(
-                rgb, conf=min_score, max_det=max_objects, device=self.device, batch=len(rgb), verbose=False
+                rgb,
+                conf=min_score,
+                max_det=max_objects,
+                device=self.device,
+                batch=len(rgb),
+                half=self.device.startswith("cuda"),  # fp16 inference on GPU, as the other models
+                verbose=False,
             )
         finally:
             torch.set_num_threads(threads)
