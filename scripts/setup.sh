@@ -30,6 +30,8 @@ system_packages() {
     fi
     missing+=(postgresql-15)
   fi
+  # FFmpeg's shared libraries for torchcodec (the optional torchcodec video decoder; PyAV bundles its own).
+  ldconfig -p | grep -q 'libavcodec\.so\.' || missing+=(libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8)
   command -v java > /dev/null || missing+=(openjdk-17-jre-headless)
   command -v mvn > /dev/null || missing+=(maven)
   if ! command -v "$PYTHON" > /dev/null; then

@@ -99,6 +99,10 @@ class FetchSettings(BaseModel):
         "auto", description="Seek per sample or decode one pass; auto picks by keyframe spacing."
     )
     range_block_bytes: int = Field(1024 * 1024, description="Bytes per HTTP range request when reading a video.")
+    video_decoder: Literal["pyav", "torchcodec"] = Field(
+        "pyav", description="pyav (CPU, FFmpeg bundled) or torchcodec (system FFmpeg; NVDEC on a CUDA device)."
+    )
+    video_decode_device: str = Field("cpu", description="torchcodec decode device: cpu, cuda or cuda:N (NVDEC).")
 
 
 class ModelSettings(BaseModel):

@@ -245,7 +245,7 @@ def sample_segment(
     Never raises for bad media: the error comes back in the result beside the frames decoded
     before it. ``max_frames`` refuses a segment whose sample count is over it (no frames).
     """
-    error = _check_request(start_s, end_s, sample_fps, max_frames)
+    error = check_request(start_s, end_s, sample_fps, max_frames)
     if error is not None:
         return SegmentResult([], error)
     try:
@@ -258,7 +258,7 @@ def sample_segment(
         video.close()
 
 
-def _check_request(start_s: float, end_s: float, sample_fps: float, max_frames: int) -> DecodeError | None:
+def check_request(start_s: float, end_s: float, sample_fps: float, max_frames: int) -> DecodeError | None:
     if not (start_s >= 0 and end_s > start_s and sample_fps > 0):
         reason = f"need 0 <= start < end and fps > 0, got [{start_s}, {end_s}) at {sample_fps} fps"
         return DecodeError("invalid_segment", reason)
@@ -370,7 +370,7 @@ class _Encoder:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA").to_image()
         image = _rotate(image, frame.rotation)
-        return _jpeg(image, self.quality), image.width, image.height
+        return encode_jpeg(image, self.quality), image.width, image.height
 
 
 def _display_size(frame: av.video.frame.VideoFrame, sar: Fraction | None) -> tuple[int, int]:
@@ -387,7 +387,7 @@ def _rotate(image: Image.Image, degrees: int) -> Image.Image:
     return image.transpose(step) if step is not None else image
 
 
-def _jpeg(image: Image.Image, quality: int) -> bytes:
+def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     for q in (quality, 75, 55, 40):
         buf = io.BytesIO()
         image.save(buf, "JPEG", quality=q, progressive=False, optimize=False)

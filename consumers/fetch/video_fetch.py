@@ -29,6 +29,7 @@ from consumers.fetch.download import Downloader, FetchError, public_url, redact_
 from consumers.fetch.video import SampledFrame, SegmentResult, Source, sample_segment, video_duration
 from consumers.fetch.video_sampling import count_targets
 from consumers.fetch.video_source import HttpRangeFile, is_file_url, open_local
+from consumers.fetch.video_torchcodec import sample_segment_torchcodec
 from schemas.codec import encode_frame
 from schemas.models import Frame, MediaRequest
 from streams.settings import FetchSettings
@@ -116,17 +117,30 @@ class VideoFetcher:
         if end <= 0:
             error = DecodeError("unknown_duration", "the video declares no duration; give end_s")
             return _Sampled(SegmentResult([], error), 0, [])
-        result = sample_segment(
-            source,
-            start,
-            end,
-            fps,
-            s.max_side,
-            s.jpeg_quality,
-            s.max_video_frames,
-            max_pixels=s.max_pixels,
-            mode=s.video_decode_mode,
-        )
+        if s.video_decoder == "torchcodec":
+            result = sample_segment_torchcodec(
+                source,
+                start,
+                end,
+                fps,
+                s.max_side,
+                s.jpeg_quality,
+                s.max_video_frames,
+                max_pixels=s.max_pixels,
+                device=s.video_decode_device,
+            )
+        else:
+            result = sample_segment(
+                source,
+                start,
+                end,
+                fps,
+                s.max_side,
+                s.jpeg_quality,
+                s.max_video_frames,
+                max_pixels=s.max_pixels,
+                mode=s.video_decode_mode,
+            )
         expected = count_targets(start, min(end, duration) if duration > 0 else end, fps)
         return _Sampled(result, expected, frame_records(req, result.frames))
 

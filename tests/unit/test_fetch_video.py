@@ -25,6 +25,7 @@ from schemas.codec import decode_dead_letter, decode_frame, encode_request
 from schemas.models import Frame, MediaRequest
 from streams.settings import FetchSettings, Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result
+from tests.unit.video_media import diff
 
 REPO_MEDIA = Path(__file__).resolve().parents[2] / ".mediavec" / "testmedia"
 BUS = {path.name: path for path in find_sample_photos()[0]}["bus.jpg"]
@@ -185,6 +186,28 @@ def test_an_mp4_read_by_ranges_gives_the_frames_of_the_local_file(media: Path, m
     assert len(served) > 2 and all(s.status == 206 for s in served)
     ranges = [s.range for s in served]
     assert len(set(ranges)) == len(ranges), "no block is fetched twice while it is cached"
+
+
+def test_the_torchcodec_decoder_reads_by_ranges_and_gives_the_pyav_frames(media: Path, mp4: Path) -> None:
+    shutil.copy(mp4, media / "piece.mp4")
+    # Frames at 384 px: at the module's 96 px the two scalers (swscale, torch) differ more than the frames do.
+    pyav = make_stage(allow_paths=(str(media),), max_side=384)
+    torchcodec = make_stage(
+        range_block_bytes=16 * 1024, video_decoder="torchcodec", video_decode_device="cpu", max_side=384
+    )
+    try:
+        (local,) = pyav.process(records(video((media / "piece.mp4").as_uri(), 0.5, 2.5, 2.0)))
+        with MediaServer(media) as srv:
+            (remote,) = torchcodec.process(records(video(srv.url("piece.mp4"), 0.5, 2.5, 2.0)))
+            served = srv.served
+    finally:
+        pyav.close()
+        torchcodec.close()
+    assert (
+        [f.timestamp_s for f in frames_of(remote)] == [f.timestamp_s for f in frames_of(local)] == [0.5, 1.0, 1.5, 2.0]
+    )
+    assert max(diff(a.jpeg, b.jpeg) for a, b in zip(frames_of(remote), frames_of(local), strict=True)) < 1.3
+    assert served and all(s.status == 206 for s in served)
 
 
 def test_a_truncated_video_publishes_its_frames_and_a_dead_letter(server: MediaServer, stage: FetchStage) -> None:

@@ -16,59 +16,15 @@ import io
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from consumers.fetch.video import ModeChoice, SegmentResult, probe, sample_segment
 from consumers.fetch.video_sampling import choose_mode, segments, targets
-from mediavec.testmedia import CONTAINERS, encoder_for, transcode, vtest_avi
+from mediavec.testmedia import encoder_for
+from tests.unit.video_media import CODECS, PIECE_S, PIECE_START_S, SAME_FRAME_MAX_DIFF, diff
 
-CODECS = ("h264", "hevc", "vp9", "av1")
-PIECE_START_S = 20.0
-PIECE_S = 3.0
-SAME_FRAME_MAX_DIFF = 1.3
 NATIVE_FRAME_S = 0.1
-
-
-REPO_MEDIA = Path(__file__).resolve().parents[2] / ".mediavec" / "testmedia"
-
-
-@pytest.fixture(scope="session")
-def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # `make test` fetches the footage into .mediavec/testmedia before the tests (setup, not tests)
-    cached = os.environ.get("MEDIAVEC_TEST_MEDIA_DIR") or (REPO_MEDIA if REPO_MEDIA.is_dir() else None)
-    return Path(cached) if cached else tmp_path_factory.mktemp("video-media")
-
-
-@pytest.fixture(scope="session")
-def vtest(media_dir: Path) -> Path:
-    return vtest_avi(media_dir)
-
-
-@pytest.fixture(scope="session")
-def encoded(vtest: Path, media_dir: Path) -> dict[str, Path]:
-    """The 3-s piece in every codec family, keyframe every 5 frames (0.5 s)."""
-    out = {}
-    for codec in CODECS:
-        dst = media_dir / f"piece-{codec}.{CONTAINERS[codec]}"
-        out[codec] = dst if dst.exists() else transcode(vtest, dst, codec, 5, PIECE_START_S, PIECE_S)
-    return out
-
-
-@pytest.fixture(scope="session")
-def reference(vtest: Path) -> SegmentResult:
-    """Every source frame of the piece."""
-    return sample_segment(vtest, PIECE_START_S, PIECE_START_S + PIECE_S, 10)
-
-
-def grey(jpeg: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(jpeg)) as im:
-        return np.asarray(im.convert("L").resize((192, 144), Image.Resampling.BOX), dtype=np.float32)
-
-
-def diff(a: bytes, b: bytes) -> float:
-    return float(np.abs(grey(a) - grey(b)).mean())
 
 
 def test_probe_reads_duration_rate_size_and_sparse_keyframes(vtest: Path) -> None:
