@@ -1,6 +1,8 @@
 """`mediavec status`: per stage and consumer group, lag, throughput and an ETA to drain.
 
-Lag is the sum over the stage's input partitions of (end offset - committed offset). Throughput
+Lag is the sum over the stage's input partitions of (end offset - committed offset), except that a
+partition written in transactions ends with a commit marker, which no consumer commits past: when
+only one offset is left, a read_committed peek decides whether it is a record or the marker. Throughput
 is how fast the committed offsets advance between two looks; with ``--watch`` the view refreshes.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.kafka import consumer, group_id
 from streams.settings import Settings
@@ -48,8 +50,14 @@ def look(settings: Settings) -> list[GroupState]:
         try:
             meta = c.list_topics(topic, timeout=10).topics.get(topic)
             parts = [TopicPartition(topic, p) for p in (meta.partitions if meta else [])]
-            end = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
-            committed = sum(max(0, tp.offset) for tp in c.committed(parts, timeout=10)) if parts else 0
+            ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+            done = {tp.partition: max(0, tp.offset) for tp in c.committed(parts, timeout=10)} if parts else {}
+            tail = [
+                TopicPartition(topic, p, done[p]) for p, e in ends.items() if e - done.get(p, 0) == 1 and done.get(p)
+            ]
+            for tp in _only_markers(settings, tail):
+                ends[tp.partition] = tp.offset
+            end, committed = sum(ends.values()), sum(done.values())
         except KafkaException:
             end, committed = 0, 0
         finally:
@@ -68,3 +76,30 @@ def render(now: list[GroupState], before: list[GroupState] | None) -> str:
         rate_text = f"{rate:.1f}" if rate is not None else "-"
         lines.append(f"{s.stage:<15} {s.group:<32} {s.lag:>9} {rate_text:>9} {eta:>9}")
     return "\n".join(lines)
+
+
+def _only_markers(settings: Settings, tails: list[TopicPartition]) -> list[TopicPartition]:
+    """Of these (partition, committed offset) pairs, those with no committed record left to read."""
+    if not tails:
+        return []
+    peek: Consumer = consumer(
+        settings,
+        f"{settings.topics.prefix}mediavec.status-peek",
+        overrides={"enable.partition.eof": True, "enable.auto.commit": False, "isolation.level": "read_committed"},
+    )
+    try:
+        peek.assign(tails)
+        pending = {tp.partition: tp for tp in tails}
+        empty = []
+        deadline = time.monotonic() + 5
+        while pending and time.monotonic() < deadline:
+            msg = peek.poll(0.5)
+            if msg is None:
+                continue
+            tp = pending.pop(msg.partition() or 0, None)
+            err = msg.error()
+            if tp is not None and err is not None and err.code() == KafkaError._PARTITION_EOF:
+                empty.append(tp)  # end of partition before any record: only the marker was left
+        return empty
+    finally:
+        peek.close()

@@ -2,7 +2,12 @@
 
 The jars come from Maven Central through ``pom.xml`` beside this file; everything the broker
 writes (jars, config, data, logs, PID file) lives under ``<data_dir>/kafka/``. It listens on
-127.0.0.1 only.
+127.0.0.1 only: PLAINTEXT on ``kafka_port`` (what the pipeline uses by default) and
+SASL_PLAINTEXT on ``kafka_port + 2`` with PLAIN and SCRAM-SHA-512, for one user whose generated
+password lives in :mod:`mediavec.devstack.credentials`. The PLAIN user is declared in the
+listener's JAAS config (so ``server.properties`` is written 0600); the SCRAM credential is
+upserted through the admin API once the broker answers, which works on storage formatted before
+the listener existed.
 """
 
 from __future__ import annotations
@@ -19,8 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 
+from mediavec.devstack import credentials
 from mediavec.devstack.procs import (
     DevStackError,
     port_open,
@@ -41,6 +52,8 @@ LOG4J_CONFIG = HERE / "log4j2.xml"
 MAIN_CLASS = "kafka.Kafka"
 NODE_ID = 1
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # frames carry JPEGs up to 8 MiB, plus headroom
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-512")
+SCRAM_ITERATIONS = 8192
 
 
 @dataclass(frozen=True)
@@ -103,19 +116,42 @@ def resolve_jars(settings: Settings) -> Path:
     return lib
 
 
-def server_properties(settings: Settings) -> str:
-    """The broker's configuration: one KRaft node, single replicas, loopback only."""
+def _listener_props(settings: Settings) -> dict[str, object]:
+    """PLAINTEXT (clients, inter-broker), SASL_PLAINTEXT (authenticated clients), CONTROLLER."""
     dev = settings.devstack
+    sasl = credentials.sasl_port(settings)
+    creds = credentials.load_or_create(settings)
+    user, password = creds.kafka_user, creds.kafka_password.get_secret_value()
+    prefix = "listener.name.sasl_plaintext"
+    return {
+        "listeners": (
+            f"PLAINTEXT://127.0.0.1:{dev.kafka_port},SASL_PLAINTEXT://127.0.0.1:{sasl},"
+            f"CONTROLLER://127.0.0.1:{dev.controller_port}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{dev.kafka_port},SASL_PLAINTEXT://127.0.0.1:{sasl}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+        f"{prefix}.sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+        f"{prefix}.plain.sasl.jaas.config": (
+            f'org.apache.kafka.common.security.plain.PlainLoginModule required user_{user}="{password}";'
+        ),
+        f"{prefix}.scram-sha-512.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    }
+
+
+def server_properties(settings: Settings) -> str:
+    """The broker's configuration: one KRaft node, single replicas, loopback only.
+
+    It holds the PLAIN user's password: write it only through :func:`write_config` (mode 0600).
+    """
     paths = KafkaPaths.of(settings)
     props = {
         "process.roles": "broker,controller",
         "node.id": NODE_ID,
-        "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{dev.controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{dev.kafka_port},CONTROLLER://127.0.0.1:{dev.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{dev.kafka_port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{settings.devstack.controller_port}",
+        **_listener_props(settings),
         "log.dirs": paths.data,
         "num.partitions": 1,
         "auto.create.topics.enable": "false",
@@ -139,6 +175,20 @@ def server_properties(settings: Settings) -> str:
     lines = ["# Written by mediavec.devstack.kafka on every start; edits are overwritten."]
     lines += [f"{key}={value}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
+
+
+def write_config(settings: Settings) -> None:
+    """Write ``server.properties`` readable by its owner only: it holds a password."""
+    credentials.write_private(KafkaPaths.of(settings).config, server_properties(settings))
+
+
+def config_current(settings: Settings) -> bool:
+    """Whether ``server.properties`` on disk is what this code would write now.
+
+    A broker started by an older version (without the SASL listener, say) runs a stale one.
+    """
+    config = KafkaPaths.of(settings).config
+    return config.exists() and config.read_text() == server_properties(settings)
 
 
 def _java() -> str:
@@ -205,11 +255,12 @@ def start(settings: Settings) -> int:
     if running is not None:
         return running
     dev = settings.devstack
-    require_free_ports("Kafka", {"kafka_port": dev.kafka_port, "controller_port": dev.controller_port})
+    ports = {"kafka_port": dev.kafka_port, "controller_port": dev.controller_port}
+    require_free_ports("Kafka", {**ports, "SASL listener (kafka_port + 2)": credentials.sasl_port(settings)})
     resolve_jars(settings)
     for folder in (paths.data, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(server_properties(settings))
+    write_config(settings)
     format_storage(settings)
     cmd = _java_cmd(settings, dev.kafka_heap, MAIN_CLASS, str(paths.config))
     new_pid = spawn(cmd, paths.stdout_log, cwd=paths.root, marker=_marker(settings))
@@ -219,7 +270,7 @@ def start(settings: Settings) -> int:
 
 
 def _answers(settings: Settings) -> bool:
-    if not port_open(settings.devstack.kafka_port):
+    if not (port_open(settings.devstack.kafka_port) and port_open(credentials.sasl_port(settings))):
         return False
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap_servers(settings), "logger": logger}
     client = AdminClient(conf)
@@ -244,6 +295,24 @@ def wait_ready(settings: Settings, timeout_s: float = 180.0) -> None:
 
     if not wait_for(ready, timeout_s):
         raise DevStackError(f"Kafka did not answer within {timeout_s:.0f} s; see {paths.server_log}")
+    ensure_scram_user(settings)
+
+
+def ensure_scram_user(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Upsert the stack user's SCRAM-SHA-512 credential (idempotent; a new password replaces it)."""
+    creds = credentials.load_or_create(settings)
+    upsert = UserScramCredentialUpsertion(
+        creds.kafka_user,
+        ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
+        creds.kafka_password.get_secret_value().encode(),
+    )
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap_servers(settings), "logger": logger}
+    client = AdminClient(conf)
+    for user, future in client.alter_user_scram_credentials([upsert]).items():
+        try:
+            future.result(timeout_s)
+        except Exception as exc:  # KafkaException; its text names the user, never the password
+            raise DevStackError(f"could not set the SCRAM credential of Kafka user {user!r}: {exc}") from None
 
 
 def stop(settings: Settings, timeout_s: float = 60.0, kill: bool = False) -> None:

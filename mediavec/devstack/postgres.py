@@ -1,7 +1,9 @@
 """A real PostgreSQL 15 (Debian's package) in a private data directory, for local runs.
 
 The cluster lives in ``<data_dir>/postgres/data`` with its unix socket inside it, listens on
-127.0.0.1 at ``settings.devstack.postgres_port`` and trusts local connections. PostgreSQL refuses
+127.0.0.1 at ``settings.devstack.postgres_port`` and trusts local connections, except for one
+login role (``mediavec_app``) that must give its generated password (scram-sha-256), so a DSN
+with a password is really checked. PostgreSQL refuses
 to run as root, so when we are root its programs run as the ``postgres`` system user that the
 Debian package creates, and that user owns the data and log directories.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from mediavec.devstack import credentials
 from mediavec.devstack.procs import DevStackError, require_free_ports, running_pid, stop_pid, tail, wait_for
 from streams.settings import Settings
 
@@ -29,6 +32,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OS_USER = "postgres"  # runs the server when we are root
 SUPERUSER = "postgres"  # the database role initdb creates
 DATABASE = "mediavec"
+APP_ROLE = credentials.POSTGRES_ROLE  # logs in with a password over TCP
 FALLBACK_ROOT = Path("/var/tmp/mediavec")
 SOCKET_PATH_MAX = 100  # sun_path holds 107 bytes; ".s.PGSQL.NNNNN" must fit too
 
@@ -139,6 +143,37 @@ def _write_conf(settings: Settings, paths: PostgresPaths) -> None:
         shutil.chown(conf, OS_USER, OS_USER)
 
 
+def hba_rules() -> str:
+    """pg_hba.conf: the app role needs its password over TCP; the rest is trusted as before.
+
+    The role's rules come first (the first matching line decides), so a wrong or missing
+    password is refused rather than falling through to ``trust``.
+    """
+    return (
+        "# Written by mediavec.devstack.postgres; edits are overwritten.\n"
+        "# TYPE  DATABASE     USER          ADDRESS         METHOD\n"
+        f"host    all          {APP_ROLE:<13} 127.0.0.1/32    scram-sha-256\n"
+        f"host    all          {APP_ROLE:<13} ::1/128         scram-sha-256\n"
+        "local   all          all                           trust\n"
+        "host    all          all           127.0.0.1/32    trust\n"
+        "host    all          all           ::1/128         trust\n"
+        "local   replication  all                           trust\n"
+        "host    replication  all           127.0.0.1/32    trust\n"
+    )
+
+
+def _write_hba(paths: PostgresPaths) -> bool:
+    """Write pg_hba.conf when it differs; return whether it changed (a running server must reload)."""
+    hba = paths.data / "pg_hba.conf"
+    if hba.exists() and hba.read_text() == hba_rules():
+        return False
+    hba.write_text(hba_rules())
+    hba.chmod(0o600)
+    if _as_root():
+        shutil.chown(hba, OS_USER, OS_USER)
+    return True
+
+
 def _marker(settings: Settings) -> str:
     """What the postmaster's command line holds (``postgres -D <data>``), unique to this stack."""
     return f"postgres -D {PostgresPaths.of(settings).data}"
@@ -158,6 +193,7 @@ def start(settings: Settings, timeout_s: float = 120.0) -> int:
     require_free_ports("PostgreSQL", {"postgres_port": settings.devstack.postgres_port})
     init_cluster(settings)
     _write_conf(settings, paths)
+    _write_hba(paths)
     cmd = [_bin("pg_ctl"), "-D", str(paths.data), "-l", str(paths.log_file), "-w", "-t", str(int(timeout_s)), "start"]
     done = subprocess.run(
         _as_owner(cmd), capture_output=True, text=True, check=False, cwd=paths.root, start_new_session=True
@@ -179,12 +215,18 @@ def _connect(settings: Settings, dbname: str = DATABASE) -> psycopg.Connection:
     )
 
 
-def ensure_database(settings: Settings, name: str = DATABASE) -> bool:
-    """Create database ``name`` if it does not exist; return whether it was created."""
+def ensure_database(settings: Settings, name: str = DATABASE, owner: str | None = None) -> bool:
+    """Create database ``name`` if it does not exist; return whether it was created.
+
+    ``owner`` (a role such as :data:`APP_ROLE`) owns it, and with it the ``public`` schema.
+    """
     with _connect(settings, "postgres") as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return False
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if owner is not None:
+            create = sql.SQL("{} OWNER {}").format(create, sql.Identifier(owner))
+        conn.execute(create)
     logger.info("created database %s", name)
     return True
 
@@ -216,6 +258,40 @@ def wait_ready(settings: Settings, timeout_s: float = 120.0) -> None:
     if not wait_for(ready, timeout_s):
         raise DevStackError(f"PostgreSQL did not answer within {timeout_s:.0f} s; see {paths.log_file}")
     ensure_database(settings)
+    ensure_app_role(settings)
+    if _write_hba(paths):  # a server started by an older version still trusts the app role
+        _reload(settings, timeout_s)
+
+
+def ensure_app_role(settings: Settings) -> None:
+    """Create or update the password-checked login role.
+
+    The password goes to the server as a SCRAM verifier computed here (as psql's ``\\password``
+    does), so its plain text is in no statement the server could log.
+    """
+    creds = credentials.load_or_create(settings)
+    with _connect(settings, "postgres") as conn:
+        verifier = conn.pgconn.encrypt_password(
+            creds.postgres_password.get_secret_value().encode(), APP_ROLE.encode(), b"scram-sha-256"
+        ).decode()
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
+        verb = sql.SQL("ALTER ROLE" if exists else "CREATE ROLE")
+        statement = sql.SQL("{} {} WITH LOGIN CREATEDB PASSWORD {}")
+        conn.execute(statement.format(verb, sql.Identifier(APP_ROLE), sql.Literal(verifier)))
+
+
+def _reload(settings: Settings, timeout_s: float) -> None:
+    """Make the server re-read pg_hba.conf and wait until new sessions see the reload."""
+    with _connect(settings, "postgres") as conn:
+        before = conn.execute("SELECT pg_conf_load_time()").fetchone()
+        conn.execute("SELECT pg_reload_conf()")
+
+    def reloaded() -> bool:
+        with _connect(settings, "postgres") as conn:
+            return conn.execute("SELECT pg_conf_load_time()").fetchone() != before
+
+    if not wait_for(reloaded, timeout_s):
+        raise DevStackError("PostgreSQL did not reload its configuration")
 
 
 def stop(settings: Settings, timeout_s: float = 60.0) -> None:

@@ -1,20 +1,28 @@
 """The local dev stack as one thing: bring it up, report on it, take it down.
 
-``up`` is idempotent (a running stack is only reported on) and the services it starts outlive
+``up`` is idempotent (a running stack is only reported on, except that a broker started from an
+older ``server.properties`` is restarted with the current one) and the services it starts outlive
 the Python process that started them; ``down`` stops them through their PID files. Every call
 holds ``<data_dir>/devstack.lock`` so two processes working on one stack take turns.
+
+Besides the open PLAINTEXT listener the broker has a SASL_PLAINTEXT one (PLAIN, SCRAM-SHA-512)
+and PostgreSQL a password-checked role; :mod:`mediavec.devstack.credentials` gives clients
+settings for both. No credential is ever part of a :class:`StackInfo` or of what it prints.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mediavec.devstack import kafka, postgres
+from mediavec.devstack import credentials, kafka, postgres
 from mediavec.devstack.procs import file_lock
 from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,8 @@ class StackInfo:
     postgres_dsn: str
     kafka: ServiceStatus
     postgres: ServiceStatus
+    sasl_bootstrap_servers: str = ""  # SASL_PLAINTEXT listener: PLAIN and SCRAM-SHA-512
+    credentials_file: Path | None = None  # where the generated passwords are (0600); never their content
 
     @property
     def running(self) -> bool:
@@ -60,6 +70,12 @@ class StackInfo:
             state = f"running, pid {svc.pid}" if svc.running else "stopped"
             lines.append(f"  {svc.name:<10} {state:<20} {address}")
             lines.append(f"  {'':<10} log: {svc.log_path}")
+        if self.sasl_bootstrap_servers:
+            mechanisms = ", ".join(kafka.SASL_MECHANISMS)
+            lines.append(f"  {'kafka sasl':<10} {'SASL_PLAINTEXT':<20} {self.sasl_bootstrap_servers} ({mechanisms})")
+        if self.credentials_file is not None:
+            lines.append(f"  {'':<10} users {credentials.KAFKA_USER!r} (Kafka), {postgres.APP_ROLE!r} (PostgreSQL)")
+            lines.append(f"  {'':<10} passwords in {self.credentials_file}")
         return "\n".join(lines)
 
 
@@ -78,6 +94,8 @@ def status(settings: Settings) -> StackInfo:
         postgres=ServiceStatus(
             "postgres", pg_pid is not None, pg_pid, dev.postgres_port, postgres.PostgresPaths.of(settings).log_file
         ),
+        sasl_bootstrap_servers=credentials.sasl_bootstrap_servers(settings),
+        credentials_file=credentials.path(settings),
     )
 
 
@@ -88,11 +106,23 @@ def _lock(settings: Settings) -> AbstractContextManager[None]:
 def up(settings: Settings, timeout_s: float = 180.0) -> StackInfo:
     """Start whatever is not running and wait until both services answer."""
     with _lock(settings):
+        _restart_stale_kafka(settings, timeout_s)
         kafka.start(settings)  # the JVM boots in the background while PostgreSQL starts
         postgres.start(settings, timeout_s)
         postgres.wait_ready(settings, timeout_s)
         kafka.wait_ready(settings, timeout_s)
         return status(settings)
+
+
+def _restart_stale_kafka(settings: Settings, timeout_s: float) -> None:
+    """Stop a running broker whose configuration is not the current one, so ``start`` renews it.
+
+    This happens once after an upgrade (a broker without the SASL listener, say); clients
+    reconnect as they do after any broker restart.
+    """
+    if kafka.pid(settings) is not None and not kafka.config_current(settings):
+        logger.warning("Kafka runs with an outdated server.properties; restarting it with the current one")
+        kafka.stop(settings, timeout_s)
 
 
 def down(settings: Settings, timeout_s: float = 60.0) -> StackInfo:

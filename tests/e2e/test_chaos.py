@@ -7,6 +7,7 @@ output), nothing twice, and the DLQ holds exactly the planted bad inputs, once e
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,10 @@ def _keep_alive_until(workers: LocalWorkers, done: Callable[[], bool], timeout_s
         time.sleep(1)
 
 
+def _restart_broker(stack_settings: Settings) -> None:
+    devstack.restart_kafka(stack_settings, kill=True)
+
+
 def test_chaos_kills_and_a_broker_restart_change_nothing(
     e2e_settings: Settings, stack_settings: Settings, tmp_path: Path
 ) -> None:
@@ -70,7 +75,7 @@ def test_chaos_kills_and_a_broker_restart_change_nothing(
                 workers,
                 tracker,
                 stages=STAGES,
-                restart_broker=lambda: devstack.restart_kafka(stack_settings, kill=True),
+                restart_broker=functools.partial(_restart_broker, stack_settings),
                 extra=extra,
                 scale=("embed", "sink-postgres"),
             )

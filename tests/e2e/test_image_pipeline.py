@@ -232,7 +232,8 @@ def _assert_store(settings: Settings, corpus: Corpus) -> dict[str, tuple[str, np
 
     full = embedder.embed_images([Image.open(io.BytesIO(j)).convert("RGB") for j in frames])
     expected = stored_width(full, settings.model.store_dim).astype(np.float32)  # the Matryoshka stored width
-    stored = np.stack([p.vector for p in points]).astype(np.float32)
+    assert all(p.vector is not None for p in points)
+    stored = np.stack([np.asarray(p.vector) for p in points]).astype(np.float32)
     cos = (expected * stored).sum(1) / np.linalg.norm(expected, axis=1) / np.linalg.norm(stored, axis=1)
     assert cos.min() >= 0.999, f"worst cosine {cos.min():.5f} for {media[int(cos.argmin())]}"
     for p in points:

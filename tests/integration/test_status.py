@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from consumers.embed.stage import EmbedStage
 from consumers.fetch.stage import FetchStage
 from mediavec.mediaserver import MediaServer
 from mediavec.publish import publish
@@ -61,3 +62,8 @@ def test_status_shows_lag_per_stage(settings: Settings, tmp_path: Path) -> None:
             wait_for(lambda: _lags(settings)["fetch"] == 0, 30, "fetch lag to drain")
     after = _lags(settings)
     assert after["embed"] >= 6  # six frames (plus transaction markers) wait for the embed stage
+    embed = TransactionalRunner(settings, EmbedStage(settings), batch_size=8, batch_deadline_s=0.1, instance="st")
+    with ThreadWorker(embed):
+        wait_for(lambda: len(read_topic(settings, topics(settings).vectors.name)) == 6, 120, "six vector batches")
+        # Drained: the commit markers left after the last committed frames are not lag.
+        wait_for(lambda: _lags(settings)["embed"] == 0, 30, "embed lag to read zero")

@@ -1,0 +1,106 @@
+"""The dev stack's authenticated doors: Kafka's SASL listener (PLAIN, SCRAM-SHA-512) and a
+PostgreSQL role whose password is checked; their generated passwords stay in a 0600 file."""
+
+from __future__ import annotations
+
+import stat
+import uuid
+
+import psycopg
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import NewTopic
+from pydantic import SecretStr
+
+from mediavec.devstack import credentials, kafka, postgres
+from mediavec.devstack.stack import StackInfo, status
+from streams.kafka import admin, producer
+from streams.settings import Settings
+from tests.kafkautil import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def _sasl(stack_settings: Settings, mechanism: credentials.SaslMechanism) -> Settings:
+    return stack_settings.model_copy(update={"kafka": credentials.kafka_sasl_settings(stack_settings, mechanism)})
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "PLAIN"])
+def test_sasl_listener_logs_in_with_the_generated_password(
+    stack: StackInfo, stack_settings: Settings, mechanism: credentials.SaslMechanism
+) -> None:
+    settings = _sasl(stack_settings, mechanism)
+    topic = f"devstack-sasl.{uuid.uuid4().hex[:10]}"
+    client = admin(settings)  # referenced until the future resolves
+    client.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    p = producer(settings)
+    p.produce(topic, value=mechanism.encode())
+    assert p.flush(30) == 0
+
+    assert [m.value for m in read_topic(settings, topic)] == [mechanism.encode()]
+    brokers = client.list_topics(timeout=10).brokers.values()
+    assert [(b.host, b.port) for b in brokers] == [("127.0.0.1", credentials.sasl_port(stack_settings))]
+    assert stack.sasl_bootstrap_servers == f"127.0.0.1:{stack.kafka.port + 2}"
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "PLAIN"])
+def test_sasl_listener_refuses_a_wrong_password(stack: StackInfo, stack_settings: Settings, mechanism: str) -> None:
+    settings = _sasl(stack_settings, mechanism)  # type: ignore[arg-type]
+    wrong = settings.kafka.model_copy(update={"sasl_password": SecretStr("not-the-password")})
+    client = admin(settings.model_copy(update={"kafka": wrong}))
+    with pytest.raises(KafkaException) as refused:
+        client.list_topics(timeout=3)
+    assert refused.value.args[0].name() == "_TRANSPORT"
+
+
+def test_sasl_listener_refuses_a_client_without_sasl(stack: StackInfo, stack_settings: Settings) -> None:
+    plain_client = stack_settings.kafka.model_copy(update={"bootstrap_servers": stack.sasl_bootstrap_servers})
+    with pytest.raises(KafkaException):
+        admin(stack_settings.model_copy(update={"kafka": plain_client})).list_topics(timeout=3)
+
+
+def test_postgres_app_role_needs_its_password(stack: StackInfo, stack_settings: Settings) -> None:
+    dsn = credentials.postgres_dsn(stack_settings, postgres.DATABASE).get_secret_value()
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (postgres.APP_ROLE,)
+    without, _ = dsn.split(" password=")
+    for attempt in (f"{without} password=wrong", without):
+        with pytest.raises(psycopg.OperationalError) as refused:
+            psycopg.connect(attempt, connect_timeout=5)
+        assert "password" in str(refused.value)
+    with psycopg.connect(stack.postgres_dsn) as conn:  # the superuser is trusted, as before
+        assert conn.execute("SELECT current_user").fetchone() == (postgres.SUPERUSER,)
+
+
+def test_app_role_owns_a_database_made_for_it(stack: StackInfo, stack_settings: Settings) -> None:
+    name = f"sec_{uuid.uuid4().hex[:10]}"
+    postgres.ensure_database(stack_settings, name, owner=postgres.APP_ROLE)
+    try:
+        with psycopg.connect(credentials.postgres_dsn(stack_settings, name).get_secret_value()) as conn:
+            conn.execute("CREATE TABLE t (x int)")  # the public schema belongs to the database owner
+            conn.execute("INSERT INTO t VALUES (1)")
+            assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
+    finally:
+        postgres.drop_database(stack_settings, name)
+
+
+def test_passwords_live_in_private_files_and_are_never_described(stack: StackInfo, stack_settings: Settings) -> None:
+    creds = credentials.load_or_create(stack_settings)
+    passwords = [creds.kafka_password.get_secret_value(), creds.postgres_password.get_secret_value()]
+    for path in (credentials.path(stack_settings), kafka.KafkaPaths.of(stack_settings).config):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    info = status(stack_settings)
+    shown = info.describe() + repr(info) + repr(info.as_dict()) + repr(creds)
+    assert info.credentials_file == credentials.path(stack_settings) and str(info.credentials_file) in shown
+    assert info.sasl_bootstrap_servers in shown
+    assert not [p for p in passwords if p in shown]
+    assert kafka.config_current(stack_settings)
+
+
+def test_broker_and_postgres_logs_hold_no_password(stack: StackInfo, stack_settings: Settings) -> None:
+    creds = credentials.load_or_create(stack_settings)
+    passwords = [creds.kafka_password.get_secret_value().encode(), creds.postgres_password.get_secret_value().encode()]
+    logs = [kafka.KafkaPaths.of(stack_settings).logs, postgres.PostgresPaths.of(stack_settings).log_dir]
+    files = [p for d in logs for p in d.rglob("*") if p.is_file()]
+    assert any(p.name == "server.log" for p in files)
+    assert not [(p, i) for p in files for i, pw in enumerate(passwords) if pw in p.read_bytes()]
