@@ -149,10 +149,21 @@ class FramePipeline:
     def _texts(self, strings: list[str]) -> list[np.ndarray]:
         return list(self.models.embed_texts(strings))
 
-    def _detect(self, images: list[Image.Image]) -> list[list[Detection]]:
-        d = self.settings.detector
-        assert self.models.detector is not None
-        return self.models.detector.detect(images, max_objects=d.max_objects, min_score=d.min_score)
+    def _detect(self, items: list[tuple[Image.Image, tuple[str, ...]]]) -> list[list[Detection]]:
+        """One forward per distinct prompt set; an open-vocabulary detector takes the run's prompts as classes."""
+        d, detector = self.settings.detector, self.models.detector
+        assert detector is not None
+        out: list[list[Detection]] = [[] for _ in items]
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, (_, prompts) in enumerate(items):
+            groups.setdefault(prompts if detector.open_vocabulary else (), []).append(i)
+        for prompts, slots in groups.items():
+            if detector.open_vocabulary:
+                detector.use_classes(prompts)
+            found = detector.detect([items[i][0] for i in slots], max_objects=d.max_objects, min_score=d.min_score)
+            for i, dets in zip(slots, found, strict=True):
+                out[i] = dets
+        return out
 
     def _ocr(self, images: list[Image.Image]) -> list[list[TextRead]]:
         assert self.models.ocr is not None
@@ -181,7 +192,7 @@ class FramePipeline:
     def _submit_raw(self, p: _Pending) -> None:
         """Models that take the frame as it is: detector, OCR, faces."""
         if self.detector_q is not None and self.spaces & {"object", "text"}:
-            p.detections = self.detector_q.submit(p.image)
+            p.detections = self.detector_q.submit((p.image, p.prompts))
         if self.ocr_q is not None and "text" in self.spaces:
             p.reads = self.ocr_q.submit(p.image)
         if self.face_q is not None and "face" in self.spaces:

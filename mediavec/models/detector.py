@@ -64,6 +64,8 @@ class Detector:
         self.label_map = dict(label_map)
         self.model_id = f"ultralytics/{weights.parent.parent.name}/{weights.stem}"
         self._names: dict[int, str] = dict(model.names)
+        self._default_names = dict(self._names)
+        self._classes: tuple[str, ...] = ()  # the prompts now set as classes; () = the checkpoint's own
 
     @classmethod
     def load(
@@ -118,6 +120,21 @@ class Detector:
         self.model.set_classes(classes)
         self._names = dict(enumerate(classes))
         self.label_map = {}
+
+    def use_classes(self, prompts: Sequence[str]) -> None:
+        """Open vocabulary: detect these classes (the checkpoint's own when ``prompts`` is empty).
+
+        Called per batch with the run's prompts; the text encoder only runs when they change.
+        """
+        wanted = tuple(p.strip() for p in prompts if p.strip())
+        if wanted == self._classes:
+            return
+        if wanted:
+            self.set_classes(wanted)
+        else:
+            self.model.set_classes(list(self._default_names.values()))
+            self._names = dict(self._default_names)
+        self._classes = wanted
 
     def detect(
         self, images: Sequence[Image.Image], max_objects: int = 30, min_score: float = 0.25
