@@ -11,6 +11,7 @@ BENCHMARKS.md. Runs against the local dev stack (restarted once by the run itsel
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import tempfile
 import uuid
@@ -48,6 +49,10 @@ def chaos_settings(base: Settings, tmp: Path) -> Settings:
     )
 
 
+def _restart_broker(base: Settings) -> None:
+    stack.restart_kafka(base, kill=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--good", type=int, default=1500)
@@ -78,7 +83,7 @@ def main() -> None:
                     tracker,
                     stages=STAGES,
                     min_kills_per_stage=args.min_kills,
-                    restart_broker=lambda: stack.restart_kafka(base, kill=True),
+                    restart_broker=functools.partial(_restart_broker, base),
                     timeout_s=7200,
                 )
                 _keep_alive_until(workers, lambda: _caught_up(settings), timeout_s=900)

@@ -18,7 +18,9 @@ the fetch stage's failure handling is exercised against a real HTTP stack:
 ==============================  ===========================================================
 
 Every request is logged (:meth:`MediaServer.hits`), with its ``Range`` header, status and body
-size (:attr:`MediaServer.served`, :meth:`MediaServer.bytes_served`). :class:`Canary` is a
+size (:attr:`MediaServer.served`, :meth:`MediaServer.bytes_served`); ``keep_log`` bounds the log
+to the latest requests for long runs. A subclass adds routes in :meth:`MediaServer.add_routes`
+(the load test's server does). :class:`Canary` is a
 server on 127.0.0.2 that only counts connections: point a refused redirect at it and assert it
 was never reached.
 """
@@ -31,12 +33,12 @@ import re
 import struct
 import threading
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
@@ -102,13 +104,13 @@ class _LoopThread:
 class MediaServer:
     """Serve ``root`` and the failure routes on ``host:port`` (port 0 picks a free one)."""
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, keep_log: int | None = None) -> None:
         self.root = Path(root).resolve()
         self.host = host
         self.port = port
         self._lock = threading.Lock()
-        self._log: list[str] = []
-        self._served: list[Served] = []
+        self._log: deque[str] = deque(maxlen=keep_log)  # maxlen None: every request
+        self._served: deque[Served] = deque(maxlen=keep_log)
         self._flaky: Counter[str] = Counter()
         self._in_flight = 0
         self._max_in_flight = 0
@@ -117,7 +119,7 @@ class MediaServer:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> MediaServer:
+    def start(self) -> Self:
         self._thread = _LoopThread(f"mediaserver-{self.host}")
         self._runner = web.AppRunner(self._app(), handler_cancellation=True, shutdown_timeout=0.5)
         self.port = self._thread.run(self._listen(self._runner))
@@ -137,7 +139,7 @@ class MediaServer:
         self._thread.close()
         self._thread = self._runner = None
 
-    def __enter__(self) -> MediaServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -205,8 +207,12 @@ class MediaServer:
         app.router.add_get("/empty/{name:.*}", self._empty)
         app.router.add_get("/redirect", self._redirect)
         app.router.add_get("/hops/{n:\\d+}/{name:.+}", self._hops)
+        self.add_routes(app.router)
         app.router.add_get("/{name:.+}", self._file)
         return app
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Subclasses add their routes here; they are matched before the catch-all file route."""
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:

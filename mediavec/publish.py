@@ -85,16 +85,21 @@ def publish(
             failed.append(str(err))
 
     for req in requests:
-        value = encode_request(req)
-        while True:
-            try:
-                p.produce(topic, key=req.media_id.encode(), value=value, on_delivery=on_delivery)
-                break
-            except BufferError:
-                p.poll(0.1)
-        p.poll(0)
+        produce_request(p, topic, req, on_delivery)
     left = p.flush(60)
     bar.close()
     if left or failed:
         raise RuntimeError(f"{left + len(failed)} requests not acknowledged: {failed[:3]}")
     return acked
+
+
+def produce_request(p: Any, topic: str, req: MediaRequest, on_delivery: Any = None) -> None:
+    """Produce one request keyed by media id, waiting (serving callbacks) while the local queue is full."""
+    value = encode_request(req)
+    while True:
+        try:
+            p.produce(topic, key=req.media_id.encode(), value=value, on_delivery=on_delivery)
+            break
+        except BufferError:
+            p.poll(0.05)
+    p.poll(0)

@@ -18,27 +18,11 @@ REQS=$ROOT/deploy/validate/requirements.txt
 
 log() { echo "validate-deploy: $*" >&2; }
 
-venv_ready() {
-  local want
-  want="$(sha256sum "$REQS" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
-  if [[ -f $VENV/.requirements.stamp && $(cat "$VENV/.requirements.stamp") == "$want" ]]; then
-    return
-  fi
-  log "building $VENV from ${REQS#"$ROOT"/}"
-  rm -rf "$VENV"
-  "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input -r "$REQS"
-  echo "$want" > "$VENV/.requirements.stamp"
-}
+# shellcheck source=scripts/lib-venv.sh
+source "$ROOT/scripts/lib-venv.sh"
 
 setup() {
-  # One builder at a time (two test runs may start together); the others wait, then reuse it.
-  local lock
-  lock="${TMPDIR:-/tmp}/mediavec-validate-$(echo "$VENV" | sha256sum | cut -c1-16).lock"
-  exec 9> "$lock"
-  flock 9
-  venv_ready
-  flock -u 9
+  venv_locked_ready
 }
 
 run() {

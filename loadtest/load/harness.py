@@ -1,0 +1,188 @@
+"""One load run end to end: media server, stage workers, warm-up, publishing, tracking, report.
+
+The stages run as real worker processes (:class:`~mediavec.localworkers.LocalWorkers`) against
+the broker the settings name; the load server runs in its own process. Before the clock starts,
+a few clean media go through every stage (``warmup_media``), so model loading and consumer group
+joins are not counted as latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import av
+from PIL import Image
+
+from loadtest.load.monitor import Monitor
+from loadtest.load.profile import LoadProfile, plan_media
+from loadtest.load.publisher import MediaSet, Publisher, publish_planned
+from loadtest.load.summary import LoadReport, RunFacts, summarize
+from loadtest.load.tracker import LoadTracker
+from mediavec.localworkers import LocalWorkers
+from mediavec.samples import sample_images
+from mediavec.status import look
+from mediavec.testmedia import vtest_avi
+from streams.admin import ensure_topics
+from streams.settings import Settings
+from tests.e2e.corpus import loopback_fetch_settings
+
+logger = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+STAGES = ("fetch", "embed", "sink-qdrant")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    work_dir: Path  # media, worker logs
+    mode: str = "run"
+    stages: tuple[str, ...] = STAGES
+    poll_s: float = 0.25
+    monitor_s: float = 5.0
+    drain_timeout_s: float = 600.0
+    warmup_timeout_s: float = 300.0
+
+
+def load_settings_for(base: Settings, data_dir: Path, profile: LoadProfile) -> Settings:
+    """``base`` with topics of their own, loopback fetching, the profile's spaces, and random
+    weights when no model directory is configured (the compute is the same as real weights)."""
+    model = (
+        base.model if base.model.model_dir is not None else base.model.model_copy(update={"allow_random_weights": True})
+    )
+    return base.model_copy(
+        update={
+            "data_dir": data_dir,
+            "topics": base.topics.model_copy(update={"prefix": f"{base.topics.prefix}load-{uuid.uuid4().hex[:6]}."}),
+            "fetch": loopback_fetch_settings(),
+            "model": model,
+            "embed": base.embed.model_copy(update={"spaces": tuple(profile.spaces)}),
+        }
+    )
+
+
+def prepare_media(root: Path, with_video: bool) -> tuple[list[str], str | None, float]:
+    """The sample photos as JPEGs in ``root`` (and vtest.avi when asked): names, video, its length."""
+    root.mkdir(parents=True, exist_ok=True)
+    names = []
+    for src in sample_images(root / "originals"):
+        name = f"{src.stem}.jpg"
+        Image.open(src).convert("RGB").save(root / name, "JPEG", quality=90)
+        names.append(name)
+    if not with_video:
+        return names, None, 0.0
+    clip = vtest_avi(REPO / ".mediavec" / "testmedia")
+    copy = root / clip.name
+    if not copy.exists():  # the server serves only files under its root, so no symlink
+        try:
+            os.link(clip, copy)
+        except OSError:
+            shutil.copyfile(clip, copy)
+    with av.open(str(clip)) as container:
+        length = float(container.duration or 0) / av.time_base
+    return names, clip.name, length
+
+
+@contextmanager
+def media_server(root: Path) -> Iterator[tuple[str, int]]:
+    """The load server in a child process: (base URL, pid)."""
+    cmd = [sys.executable, "-m", "loadtest.load.server", str(root)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip() if proc.stdout else ""
+        if not line.startswith("http://127."):
+            raise RuntimeError(f"the load media server did not start (said {line!r})")
+        yield line, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait(
+    tracker: LoadTracker, workers: LocalWorkers, opts: RunOptions, timeout_s: float, busy: Publisher | None = None
+) -> None:
+    """Poll until no media is unfinished (and ``busy`` publisher is done); fail if a worker dies."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tracker.poll(opts.poll_s)
+        publishing = busy is not None and busy.alive
+        if not publishing and tracker.unfinished() == 0:
+            return
+        if workers.dead():
+            raise RuntimeError(f"worker(s) {workers.dead()} exited; see their logs in {workers.log_dir}")
+        if publishing:
+            deadline = time.monotonic() + timeout_s  # the drain timeout starts after the last publish
+        elif time.monotonic() > deadline:
+            logger.warning("%d media unfinished after a %.0fs drain", tracker.unfinished(), timeout_s)
+            return
+
+
+def _warm_up(
+    settings: Settings,
+    tracker: LoadTracker,
+    workers: LocalWorkers,
+    media: MediaSet,
+    profile: LoadProfile,
+    opts: RunOptions,
+) -> None:
+    clean = replace(profile, failures={}, video_share=0.0)
+    planned = [plan_media(clean, i, "warmup", media.images, None) for i in range(profile.warmup_media)]
+    publish_planned(settings, planned, media, "warmup", tracker)
+    _wait(tracker, workers, opts, opts.warmup_timeout_s)
+    logger.info("warm-up: %d media through every stage", len(planned))
+
+
+def run_load(settings: Settings, profile: LoadProfile, opts: RunOptions) -> LoadReport:
+    """Run the profile's load through the stages and summarize it."""
+    ensure_topics(settings)
+    images, video, length = prepare_media(opts.work_dir / "media", profile.video_share > 0)
+    run_id = time.strftime("load-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    with media_server(opts.work_dir / "media") as (url, server_pid):
+        media = MediaSet(url, images, video, length)
+        tracker = LoadTracker(settings, sink=opts.stages[-1])
+        workers = LocalWorkers(settings, opts.work_dir / "logs", "load").start(opts.stages)
+        monitor: Monitor | None = None
+        try:
+            _warm_up(settings, tracker, workers, media, profile, opts)
+            measured_from = time.time()
+            pids = {s: p.pid for s, p in workers.procs.items()} | {"mediaserver": server_pid, "loadgen": os.getpid()}
+            monitor = Monitor(settings, pids, opts.monitor_s).start()
+            publisher = Publisher(settings, tracker, profile, media, run_id).start()
+            _wait(tracker, workers, opts, opts.drain_timeout_s, busy=publisher)
+            publisher.stop()
+            if publisher.errors:
+                raise RuntimeError(f"publishing failed: {publisher.errors[:3]}")
+            monitor.stop()
+            final_lag = {g.stage: g.lag for g in look(settings) if g.stage in opts.stages}
+            peaks = monitor.peaks()
+        finally:
+            if monitor is not None:
+                monitor.stop()
+            tracker.close()
+            workers.stop()
+    facts = RunFacts(
+        run_id=run_id,
+        mode=opts.mode,
+        profile=profile.to_dict(),
+        fixed_rate=profile.rate is not None,
+        media={k: m for k, m in tracker.media.items() if not k.startswith("warmup-")},
+        stored=[s for s in tracker.stored if s.at >= measured_from],
+        samples=list(monitor.samples) if monitor else [],
+        peak_rss_mb=peaks,
+        final_lag=final_lag,
+        poll_s=opts.poll_s,
+        monitor_s=opts.monitor_s,
+    )
+    return summarize(facts)

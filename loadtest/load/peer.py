@@ -1,0 +1,188 @@
+"""The fetch stage next to img2dataset, on the same load server, the same URLs, the same concurrency.
+
+Both download and resize the same planned media (clean: no planned failures, the profile's
+latency and bandwidth) to at most 1024 px on the long side, JPEG quality 90:
+
+- mediavec: one fetch worker through Kafka (requests topic -> frames topic, transactional),
+  ``fetch.concurrency`` = ``fetch.per_host_concurrency`` = C, already warm; the clock runs from
+  the first publish to the moment the reader sees the last frame committed;
+- img2dataset (its own venv, ``scripts/img2dataset-env.sh``): ``processes_count`` x
+  ``thread_count`` = C, ``resize_mode keep_ratio_largest``, ``resize_only_if_bigger``, files
+  output; timed by its own shard stats (first shard start to last shard end) and by wall clock
+  (its interpreter and process pool start-up included).
+
+The server reports the most requests it served at once during each run, so the concurrency is
+checked, not assumed. img2dataset runs with no update check, wandb off and no proxy (:data:`I2D_ENV`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from confluent_kafka import TopicPartition
+
+from loadtest.load.harness import REPO, media_server, prepare_media
+from loadtest.load.profile import LoadProfile, plan_media
+from loadtest.load.publisher import MediaSet, publish_planned
+from mediavec.localworkers import LocalWorkers
+from streams.admin import ensure_topics
+from streams.kafka import consumer
+from streams.settings import Settings
+from streams.topics import topics
+
+logger = logging.getLogger(__name__)
+# Loopback only: albumentations checks PyPI for updates on import unless told not to (seen with
+# strace: a DNS query and a connection to pypi.org:443); wandb stays off.
+I2D_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
+
+
+@dataclass(frozen=True)
+class PeerResult:
+    media: int
+    concurrency: int
+    fetch_ok: int
+    fetch_s: float
+    fetch_max_concurrent: int
+    i2d_ok: int
+    i2d_window_s: float  # first shard start to last shard end
+    i2d_wall_s: float
+    i2d_processes: int
+    i2d_threads: int
+    i2d_max_concurrent: int
+    i2d_version: str
+
+    @property
+    def fetch_per_s(self) -> float:
+        return self.fetch_ok / self.fetch_s
+
+    @property
+    def i2d_per_s(self) -> float:
+        return self.i2d_ok / self.i2d_window_s
+
+    @property
+    def ratio(self) -> float:
+        return self.fetch_per_s / self.i2d_per_s
+
+
+def _server_stats(base_url: str, reset: bool = False) -> int:
+    """The most requests the load server served at once (since the last reset)."""
+    url = f"{base_url}/_stats" + ("?reset=1" if reset else "")
+    with urllib.request.urlopen(url, timeout=10) as resp:  # the loopback load server
+        return int(json.load(resp)["max_concurrent"])
+
+
+def img2dataset_venv() -> Path:
+    """Build or reuse .venv-img2dataset (PyPI on first use) and return its path."""
+    out = subprocess.run([str(REPO / "scripts" / "img2dataset-env.sh")], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def _frames_seen(settings: Settings, run_id: str, n: int, timeout_s: float) -> tuple[int, float]:
+    """Read the frames topic until ``n`` frames of ``run_id`` arrived: (frames, time.time() of the last)."""
+    name = topics(settings).frames.name
+    c = consumer(settings, f"{settings.topics.prefix}mediavec.peer-reader")
+    parts = c.list_topics(name, timeout=10).topics[name].partitions
+    c.assign([TopicPartition(name, p, c.get_watermark_offsets(TopicPartition(name, p), timeout=10)[0]) for p in parts])
+    seen, last, deadline = 0, 0.0, time.monotonic() + timeout_s
+    prefix = f"{run_id}-".encode()
+    try:
+        while seen < n and time.monotonic() < deadline:
+            for msg in c.consume(500, timeout=0.2):
+                if msg.error() is None and (msg.key() or b"").startswith(prefix):
+                    seen, last = seen + 1, time.time()
+    finally:
+        c.close()
+    return seen, last
+
+
+def fetch_rate(settings: Settings, media: MediaSet, profile: LoadProfile, n: int, work: Path) -> tuple[int, float, int]:
+    """(frames fetched, seconds, server's max concurrent) for ``n`` media through a warm fetch worker."""
+    ensure_topics(settings)
+    workers = LocalWorkers(settings, work / "logs", "peer").start(["fetch"])
+    try:
+        warm = [plan_media(profile, i, "warmup", media.images, None) for i in range(profile.warmup_media)]
+        publish_planned(settings, warm, media, "warmup")
+        if _frames_seen(settings, "warmup", len(warm), 300)[0] < len(warm):
+            raise RuntimeError(f"the fetch worker did not warm up; see {work / 'logs'}")
+        planned = [plan_media(profile, i, "peer", media.images, None) for i in range(n)]
+        _server_stats(media.base_url, reset=True)
+        start = time.time()
+        publish_planned(settings, planned, media, "peer")
+        ok, last = _frames_seen(settings, "peer", n, 600)
+        return ok, last - start, _server_stats(media.base_url)
+    finally:
+        workers.stop()
+
+
+def i2d_rate(
+    venv: Path, urls: list[str], concurrency: int, processes: int, timeout_s: float, out: Path
+) -> dict[str, float]:
+    """Run img2dataset over ``urls``: successes, window_s (shard stats), wall_s."""
+    (out / "urls.txt").parent.mkdir(parents=True, exist_ok=True)
+    (out / "urls.txt").write_text("\n".join(urls) + "\n")
+    threads = max(1, concurrency // processes)
+    cmd = [
+        str(venv / "bin" / "img2dataset"),
+        f"--url_list={out / 'urls.txt'}",
+        f"--output_folder={out / 'images'}",
+        "--input_format=txt",
+        "--output_format=files",
+        f"--processes_count={processes}",
+        f"--thread_count={threads}",
+        f"--number_sample_per_shard={math.ceil(len(urls) / processes)}",
+        "--image_size=1024",
+        "--resize_mode=keep_ratio_largest",
+        "--resize_only_if_bigger=True",
+        "--encode_quality=90",
+        "--encode_format=jpg",
+        f"--timeout={int(timeout_s)}",
+        "--retries=2",
+        "--enable_wandb=False",
+        "--extract_exif=False",
+    ]
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(I2D_ENV)
+    t0 = time.monotonic()
+    subprocess.run(cmd, check=True, env=env, capture_output=True, cwd=out)
+    wall = time.monotonic() - t0
+    stats = [json.loads(p.read_text()) for p in (out / "images").glob("*_stats.json")]
+    if not stats:
+        raise RuntimeError(f"img2dataset wrote no shard stats under {out / 'images'}")
+    window = max(s["end_time"] for s in stats) - min(s["start_time"] for s in stats)
+    return {"ok": sum(s["successes"] for s in stats), "window_s": window, "wall_s": wall, "threads": threads}
+
+
+def compare(
+    settings: Settings, profile: LoadProfile, n: int, concurrency: int, processes: int, work: Path
+) -> PeerResult:
+    """Both tools on the same media, the fetch stage first (its worker warmed up)."""
+    clean = replace(profile, failures={}, video_share=0.0)
+    fetch = settings.fetch.model_copy(update={"concurrency": concurrency, "per_host_concurrency": concurrency})
+    settings = settings.model_copy(update={"fetch": fetch})
+    venv = img2dataset_venv()
+    version = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('img2dataset'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    images, _, _ = prepare_media(work / "media", with_video=False)
+    with media_server(work / "media") as (url, _pid):
+        media = MediaSet(url, images)
+        ok, seconds, fetch_conc = fetch_rate(settings, media, clean, n, work)
+        urls = [url + plan_media(clean, i, "peer", images, None).path for i in range(n)]
+        _server_stats(url, reset=True)
+        i2d = i2d_rate(venv, urls, concurrency, processes, fetch.total_deadline_s, work / "img2dataset")
+        i2d_conc = _server_stats(url)
+    return PeerResult(
+        n, concurrency, ok, seconds, fetch_conc, int(i2d["ok"]), i2d["window_s"], i2d["wall_s"], processes,
+        int(i2d["threads"]), i2d_conc, version,
+    )  # fmt: skip

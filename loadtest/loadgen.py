@@ -1,0 +1,173 @@
+"""Load test: media requests at a fixed rate (or as fast as the pipeline takes them) through the
+real stages, from a local media server with heavy-tailed latency, limited bandwidth and planned
+failures; a report of sustained rates, publish-to-stored latency, DLQ causes, lag and memory,
+checked against the environment's budgets (loadtest/budgets/<environment>.json).
+
+    .venv/bin/mediavec dev up
+    .venv/bin/python -m loadtest.loadgen run --budget cpu-2core             # ~2 minutes at the budget's rate
+    .venv/bin/python -m loadtest.loadgen run --budget cpu-2core --fast      # capacity: a closed loop
+    .venv/bin/python -m loadtest.loadgen soak --budget cpu-2core            # 30 minutes; memory and lag flat?
+    .venv/bin/python -m loadtest.loadgen compare --media 1000 --concurrency 32   # fetch stage vs img2dataset
+
+Each command writes its section of BENCHMARKS.md (``--no-write`` to skip) and exits 1 when a
+budget is violated. All traffic stays on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from loadtest.load.budgets import BudgetFile, check, load_budget_file, measured
+from loadtest.load.harness import REPO, RunOptions, load_settings_for, run_load
+from loadtest.load.peer import PeerResult, compare
+from loadtest.load.profile import LoadProfile
+from loadtest.load.render import run_markdown, soak_markdown
+from loadtest.load.soak import plot, trends
+from loadtest.load.summary import LoadReport
+from loadtest.report import machine, write_section
+from mediavec.devstack import stack
+from streams.settings import load_settings
+
+logger = logging.getLogger(__name__)
+DEFAULT_PLOT = REPO / "loadtest" / "results" / "soak.png"
+
+
+def _profile(args: argparse.Namespace, base: LoadProfile) -> LoadProfile:
+    changes: dict[str, object] = {}
+    if args.fast:
+        changes["rate"] = None
+    elif args.rate is not None:
+        changes["rate"] = args.rate
+    if getattr(args, "duration", None) is not None:
+        changes["duration_s"] = args.duration
+    if getattr(args, "minutes", None) is not None:
+        changes["duration_s"] = args.minutes * 60
+    if args.max_media is not None:
+        changes["max_media"] = args.max_media
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _run(args: argparse.Namespace, profile: LoadProfile, work: Path) -> LoadReport:
+    base = load_settings()
+    if not args.no_stack:
+        stack.up(base)
+    settings = load_settings_for(base, work / "data", profile)
+    opts = RunOptions(work_dir=work, mode=args.cmd, monitor_s=args.monitor_s, poll_s=args.poll_s)
+    report = run_load(settings, profile, opts)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+    return report
+
+
+def cmd_run(args: argparse.Namespace, budget: BudgetFile, work: Path) -> int:
+    mode = "fast" if args.fast else "run"
+    profile = _profile(args, budget.loads[mode])
+    report = _run(args, profile, work)
+    violations = check(measured(report), budget.budgets[mode])
+    fast = profile.rate is None
+    title = "Load test, as fast as possible (issue 5)" if fast else "Load test at a fixed rate (issue 5)"
+    body = run_markdown(report, title, _command(), machine(), budget.environment, violations)
+    return _finish(args, "loadgen_run_fast" if fast else "loadgen_run", body, violations)
+
+
+def cmd_soak(args: argparse.Namespace, budget: BudgetFile, work: Path) -> int:
+    profile = _profile(args, budget.loads["soak"])
+    report = _run(args, profile, work)
+    flat = trends(report)
+    figures = measured(report, {k: v for k, v in flat.items() if k in ("rss_growth_mb_per_h", "lag_growth_per_h")})
+    violations = check(figures, budget.budgets["soak"])
+    png = plot(report, Path(args.plot))
+    shown = png.relative_to(REPO) if png.is_relative_to(REPO) else png
+    body = run_markdown(report, "Soak (issue 5)", _command(), machine(), budget.environment, violations)
+    body += soak_markdown(report, flat, str(shown))
+    return _finish(args, "loadgen_soak", body, violations)
+
+
+def cmd_compare(args: argparse.Namespace, budget: BudgetFile, work: Path) -> int:
+    base = load_settings()
+    if not args.no_stack:
+        stack.up(base)
+    settings = load_settings_for(base, work / "data", budget.loads["run"])
+    result = compare(settings, budget.loads["run"], args.media, args.concurrency, args.processes, work)
+    return _finish(args, "loadgen_compare", compare_markdown(result), [])
+
+
+def compare_markdown(r: PeerResult) -> str:
+    return (
+        "## Fetch stage vs img2dataset (issue 5)\n\n"
+        f"`{_command()}` on {machine()}: the same {r.media:,} URLs on the same loopback load server (the "
+        "budget's latency and bandwidth, no planned failures), download + resize to 1024 px (long side), "
+        f"JPEG q90, at concurrency {r.concurrency}.\n\n"
+        "| tool | media ok | seconds | media/s | server's max concurrent |\n| --- | ---: | ---: | ---: | ---: |\n"
+        f"| mediavec fetch stage (1 worker, through Kafka, warm) | {r.fetch_ok:,} | {r.fetch_s:.1f} | "
+        f"{r.fetch_per_s:.1f} | {r.fetch_max_concurrent} |\n"
+        f"| img2dataset {r.i2d_version} ({r.i2d_processes} processes x {r.i2d_threads} threads) | {r.i2d_ok:,} | "
+        f"{r.i2d_window_s:.1f} | {r.i2d_per_s:.1f} | {r.i2d_max_concurrent} |\n\n"
+        f"Ratio fetch / img2dataset: **{r.ratio:.2f}x** (img2dataset timed by its shard stats, first start to "
+        f"last end; by wall clock, its start-up included, {r.i2d_wall_s:.1f} s, "
+        f"{r.i2d_ok / r.i2d_wall_s:.1f} media/s). The fetch stage is timed from the first publish to the last frame "
+        "committed to the frames topic.\n"
+    )
+
+
+def _command() -> str:
+    return "python -m loadtest.loadgen " + " ".join(sys.argv[1:])
+
+
+def _finish(args: argparse.Namespace, key: str, body: str, violations: list[str]) -> int:
+    print(body)
+    if not args.no_write:
+        write_section(key, body)
+    for line in violations:
+        print(f"budget violated: {line}", file=sys.stderr)
+    return 1 if violations else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("run", "soak", "compare"):
+        p = sub.add_parser(name)
+        p.add_argument("--budget", default="cpu-2core", help="environment name or budget file")
+        p.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
+        p.add_argument("--no-stack", action="store_true", help="use the broker the settings name as it is")
+        p.add_argument("--work", type=Path, help="keep media, stores and worker logs here")
+        if name == "compare":
+            p.add_argument("--media", type=int, default=1000)
+            p.add_argument("--concurrency", type=int, default=32)
+            p.add_argument("--processes", type=int, default=2, help="img2dataset processes (threads = C / this)")
+            continue
+        p.add_argument("--rate", type=float, help="media/s (default: the budget's)")
+        p.add_argument("--fast", action="store_true", help="as fast as the pipeline takes them (closed loop)")
+        p.add_argument("--max-media", type=int)
+        p.add_argument("--poll-s", type=float, default=0.25, help="tracker poll interval (latency resolution)")
+        p.add_argument("--monitor-s", type=float, default=5.0, help="lag and memory sampling interval")
+        p.add_argument("--json", help="write the full report (series included) as JSON here")
+        if name == "run":
+            p.add_argument("--duration", type=float, help="seconds of publishing (default: the budget's)")
+        else:
+            p.add_argument("--minutes", type=float, help="soak length (default: the budget's, 30)")
+            p.add_argument("--plot", default=str(DEFAULT_PLOT), help="PNG of throughput, lag and memory")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    budget = load_budget_file(args.budget)
+    commands = {"run": cmd_run, "soak": cmd_soak, "compare": cmd_compare}
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+        return commands[args.cmd](args, budget, args.work)
+    with tempfile.TemporaryDirectory(prefix="mediavec-load-") as tmp:
+        return commands[args.cmd](args, budget, Path(tmp))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
