@@ -105,5 +105,7 @@ def _print_searches(settings: Settings, query: str, image: Path) -> None:
         )
     print(f'search --text "{query}":')
     print(format_hits(search(settings, text=query, collection=COLLECTION, limit=5, embedder=embedder)))
+    print(f'\nsearch --text "{query}" --space all (scenes, detected objects, grid patches, text):')
+    print(format_hits(search(settings, text=query, collection=COLLECTION, limit=8, space="all", embedder=embedder)))
     print(f"\nsearch --image {image.name}:")
     print(format_hits(search(settings, image=image, collection=COLLECTION, limit=5, embedder=embedder)))
