@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import json
 import logging
@@ -117,30 +118,14 @@ class VideoFetcher:
         if end <= 0:
             error = DecodeError("unknown_duration", "the video declares no duration; give end_s")
             return _Sampled(SegmentResult([], error), 0, [])
-        if s.video_decoder == "torchcodec":
-            result = sample_segment_torchcodec(
-                source,
-                start,
-                end,
-                fps,
-                s.max_side,
-                s.jpeg_quality,
-                s.max_video_frames,
-                max_pixels=s.max_pixels,
-                device=s.video_decode_device,
-            )
-        else:
-            result = sample_segment(
-                source,
-                start,
-                end,
-                fps,
-                s.max_side,
-                s.jpeg_quality,
-                s.max_video_frames,
-                max_pixels=s.max_pixels,
-                mode=s.video_decode_mode,
-            )
+        sample: Callable[..., SegmentResult] = (
+            functools.partial(sample_segment_torchcodec, device=s.video_decode_device)
+            if s.video_decoder == "torchcodec"
+            else functools.partial(sample_segment, mode=s.video_decode_mode)
+        )
+        result = sample(
+            source, start, end, fps, s.max_side, s.jpeg_quality, s.max_video_frames, max_pixels=s.max_pixels
+        )
         expected = count_targets(start, min(end, duration) if duration > 0 else end, fps)
         return _Sampled(result, expected, frame_records(req, result.frames))
 
