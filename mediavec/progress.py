@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from schemas import SchemaError, decode_dead_letter, decode_frame, decode_request, decode_vector_batch
-from streams.kafka import consumer, group_id
+from streams.kafka import consumer, group_id, read_to_end
 from streams.settings import Settings
 from streams.topics import topics
 
@@ -156,35 +156,17 @@ class RunRequests:
 def run_requests(settings: Settings, run_id: str, timeout_s: float = 10.0) -> RunRequests:
     """Scan the requests topic for a run's events (a publish or a replay run id)."""
     name = topics(settings).requests.name
-    c = consumer(settings, f"{settings.topics.prefix}mediavec.run-reader", overrides={"enable.partition.eof": True})
     media: set[str] = set()
     first: float | None = None
-    try:
-        parts = [
-            TopicPartition(name, p, OFFSET_BEGINNING)
-            for p in c.list_topics(name, timeout=timeout_s).topics[name].partitions
-        ]
-        c.assign(parts)
-        pending = {tp.partition for tp in parts}
-        deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                pending.discard(msg.partition())  # end of partition
-                continue
-            deadline = time.monotonic() + timeout_s
-            try:
-                req = decode_request(msg.value() or b"")
-            except SchemaError:
-                continue
-            if req.run_id == run_id:
-                media.add(req.media_id)
-                at = msg.timestamp()[1] / 1000
-                first = at if first is None else min(first, at)
-    finally:
-        c.close()
+    for msg in read_to_end(settings, name, f"{settings.topics.prefix}mediavec.run-reader", timeout_s=timeout_s):
+        try:
+            req = decode_request(msg.value() or b"")
+        except SchemaError:
+            continue
+        if req.run_id == run_id:
+            media.add(req.media_id)
+            at = msg.timestamp()[1] / 1000
+            first = at if first is None else min(first, at)
     return RunRequests(len(media), first)
 
 

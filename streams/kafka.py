@@ -1,17 +1,20 @@
-"""Client factories: every producer, consumer and admin client is configured here."""
+"""Client factories (every producer, consumer and admin client is configured here) and a topic reader."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings
 
 # librdkafka's own log lines go through Python logging (not raw to stderr), under this name.
 RDKAFKA_LOGGER = logging.getLogger("librdkafka")
+logger = logging.getLogger(__name__)
 
 
 def _base(settings: Settings) -> dict[str, Any]:
@@ -77,3 +80,42 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
 
 def admin(settings: Settings) -> AdminClient:
     return AdminClient(_base(settings))
+
+
+def read_to_end(
+    settings: Settings,
+    topic: str,
+    reader: str,
+    *,
+    timeout_s: float = 10.0,
+    committed_only: bool = True,
+    strict: bool = False,
+) -> Iterator[Message]:
+    """Every record now in ``topic``, from the start of each partition to its end (no group state).
+
+    ``reader`` names the throwaway consumer group (nothing is committed). Stops when every partition
+    reported its end, or when no record came for ``timeout_s`` (``strict``: then raise TimeoutError).
+    """
+    iso = "read_committed" if committed_only else "read_uncommitted"
+    c = consumer(settings, reader, overrides={"enable.partition.eof": True, "isolation.level": iso})
+    try:
+        meta = c.list_topics(topic, timeout=timeout_s).topics[topic]
+        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        c.assign(parts)
+        pending = {tp.partition for tp in parts}
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                pending.discard(msg.partition())  # end of partition
+                continue
+            deadline = time.monotonic() + timeout_s
+            yield msg
+        if pending:
+            if strict:
+                raise TimeoutError(f"did not reach the end of {topic} partitions {sorted(pending)}")
+            logger.warning("stopped reading %s before the end of partitions %s", topic, sorted(pending))
+    finally:
+        c.close()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.kafka import consumer
+from streams.kafka import consumer, read_to_end
 from streams.settings import Settings
 
 
@@ -24,25 +24,11 @@ class Msg:
 
 def read_topic(settings: Settings, topic: str, *, committed_only: bool = True, timeout_s: float = 10.0) -> list[Msg]:
     """Every message now readable in ``topic`` (read_committed by default), in partition order."""
-    iso = "read_committed" if committed_only else "read_uncommitted"
-    c: Consumer = consumer(settings, "test-reader", overrides={"isolation.level": iso, "enable.partition.eof": True})
-    try:
-        parts = c.list_topics(topic, timeout=timeout_s).topics[topic].partitions
-        c.assign([TopicPartition(topic, p, 0) for p in parts])
-        pending, out = set(parts), []
-        deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error():
-                pending.discard(m.partition())
-                continue
-            out.append(Msg(m.partition() or 0, m.offset() or 0, m.key(), m.value() or b""))
-        assert not pending, f"did not reach the end of {topic} partitions {pending}"
-        return sorted(out, key=lambda x: (x.partition, x.offset))
-    finally:
-        c.close()
+    reader = read_to_end(
+        settings, topic, "test-reader", timeout_s=timeout_s, committed_only=committed_only, strict=True
+    )
+    out = [Msg(m.partition() or 0, m.offset() or 0, m.key(), m.value() or b"") for m in reader]
+    return sorted(out, key=lambda x: (x.partition, x.offset))
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.5) -> None:
