@@ -21,6 +21,9 @@ def _dev(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.action == "up":
         print(stack.up(settings).describe())
+    elif args.action == "down" and args.purge:
+        gone = stack.purge(settings)
+        print("stack stopped; deleted " + (", ".join(str(g) for g in gone) if gone else "nothing (no data)"))
     elif args.action == "down":
         stack.down(settings)
         print("stack stopped")
@@ -260,6 +263,7 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("dev", help="local stack: Kafka (KRaft) and PostgreSQL, no Docker")
     d.add_argument("action", choices=["up", "down", "status"])
+    d.add_argument("--purge", action="store_true", help="with down: also delete the broker's and PostgreSQL's data")
     d.set_defaults(func=_dev)
 
     t = sub.add_parser("topics", help="create the declared topics (idempotent)")

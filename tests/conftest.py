@@ -26,7 +26,7 @@ import pytest
 from pydantic import SecretStr
 
 from mediavec.devstack import postgres
-from mediavec.devstack.stack import StackInfo, down, up
+from mediavec.devstack.stack import StackInfo, purge, up
 from streams.settings import (
     DevStackSettings,
     EmbedSettings,
@@ -68,7 +68,8 @@ def stack(stack_settings: Settings) -> Iterator[StackInfo]:
         pytest.fail(f"the test stack (Kafka + PostgreSQL) did not start: {exc}", pytrace=False)
     yield info
     if os.environ.get("MEDIAVEC_TEST_KEEP_STACK") != "1":
-        down(stack_settings)
+        # A fresh stack per session: nothing of this run's topics or databases is left on disk.
+        purge(stack_settings)
 
 
 def _token(test_name: str) -> str:

@@ -13,6 +13,7 @@ settings for both. No credential is ever part of a :class:`StackInfo` or of what
 from __future__ import annotations
 
 import logging
+import shutil
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -131,6 +132,26 @@ def down(settings: Settings, timeout_s: float = 60.0) -> StackInfo:
         kafka.stop(settings, timeout_s)
         postgres.stop(settings, timeout_s)
         return status(settings)
+
+
+def purge(settings: Settings, timeout_s: float = 60.0) -> list[Path]:
+    """Stop both services and delete their data and logs; returns what was deleted.
+
+    The broker's jars stay (the next ``up`` formats fresh storage and initialises a new cluster
+    without resolving them again), and so does the credentials file. A test session's stack and
+    ``mediavec dev down --purge`` end here, so repeated runs do not fill the disk.
+    """
+    with _lock(settings):
+        kafka.stop(settings, timeout_s)
+        postgres.stop(settings, timeout_s)
+        k = kafka.KafkaPaths.of(settings)
+        gone = [path for path in (k.data, k.logs, k.config, postgres.PostgresPaths.of(settings).root) if path.exists()]
+        for path in gone:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        return gone
 
 
 def stop_kafka(settings: Settings, kill: bool = False, timeout_s: float = 60.0) -> None:

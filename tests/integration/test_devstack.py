@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import stat
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from mediavec.devstack import postgres
-from mediavec.devstack.stack import StackInfo, restart_kafka, status, up
-from streams.settings import Settings
+from mediavec.devstack import kafka, postgres
+from mediavec.devstack.stack import StackInfo, purge, restart_kafka, status, up
+from streams.settings import DevStackSettings, KafkaSettings, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +150,29 @@ def test_restart_kafka_keeps_committed_data(stack: StackInfo, stack_settings: Se
 
     assert after.kafka.running and after.kafka.pid != before
     assert _read_committed(stack.bootstrap_servers, topic, 1) == [b"before the restart"]
+
+
+def test_purge_deletes_a_stacks_data_and_a_new_up_starts_clean(tmp_path: Path) -> None:
+    """A second, throwaway stack on its own ports: purge leaves the jars and nothing else."""
+    dev = DevStackSettings(kafka_port=29292, controller_port=29293, postgres_port=25632)
+    settings = Settings(
+        data_dir=tmp_path, devstack=dev, kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{dev.kafka_port}")
+    )
+    try:
+        info = up(settings)
+        topic = _new_topic(info.bootstrap_servers)
+        kafka_paths = kafka.KafkaPaths.of(settings)
+        pg_root = postgres.PostgresPaths.of(settings).root
+        assert kafka_paths.data.is_dir() and pg_root.is_dir()
+
+        gone = purge(settings)
+        assert set(gone) >= {kafka_paths.data, kafka_paths.logs, pg_root}
+        assert not kafka_paths.data.exists() and not kafka_paths.logs.exists() and not pg_root.exists()
+        assert any(kafka_paths.lib.glob("kafka_2.13-*.jar")), "the broker's jars are kept"
+        assert not status(settings).running
+
+        again = up(settings)
+        topics = AdminClient({"bootstrap.servers": again.bootstrap_servers}).list_topics(timeout=10).topics
+        assert topic not in topics, "a purged stack starts with a new, empty cluster"
+    finally:
+        purge(settings)
