@@ -28,15 +28,18 @@ def build(stage: str, settings: Settings, instance: str | None = None) -> Runner
 
     if stage == "fetch":
         from consumers.fetch.stage import FetchStage
+        from streams.pipelined import PipelinedRunner
         from streams.table import GlobalTable
         from streams.topics import topics
 
         seen = GlobalTable(settings, topics(settings).seen.name)
-        return TransactionalRunner(
+        f = settings.fetch
+        return PipelinedRunner(
             settings,
             FetchStage(settings, seen),
-            batch_size=settings.fetch.concurrency,
-            batch_deadline_s=0.2,
+            max_in_flight=f.max_in_flight,
+            commit_size=f.concurrency,
+            commit_interval_s=f.commit_interval_s,
             instance=instance,
         )
     if stage == "embed":

@@ -16,6 +16,13 @@ BATCH_SIZE = Histogram(
 )
 BATCH_FILL_S = Histogram("mediavec_batch_fill_seconds", "Time to fill a batch", ["stage"])
 PROCESS_S = Histogram("mediavec_process_seconds", "Transform time per batch", ["stage"])
+IN_FLIGHT = Gauge("mediavec_in_flight", "Inputs polled and not yet committed (pipelined stages)", ["stage"])
+INPUT_S = Histogram(
+    "mediavec_input_seconds",
+    "Time from poll to commit per input (pipelined stages)",
+    ["stage"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80),
+)
 TXN = Counter("mediavec_transactions_total", "Transactions by outcome", ["stage", "outcome"])
 LAG = Gauge("mediavec_consumer_lag", "Messages behind the high watermark", ["stage", "topic", "partition"])
 BYTES_DOWNLOADED = Counter("mediavec_bytes_downloaded_total", "Bytes downloaded by the fetch stage")

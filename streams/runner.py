@@ -32,7 +32,7 @@ from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, transactional_producer
 from streams.logctx import event
 from streams.settings import Settings
-from streams.stage import Failure, InputRecord, OutputRecord, RetryBatch, Stage
+from streams.stage import Failure, InputRecord, OutputRecord, RetryBatch, Stage, StageLifecycle
 from streams.topics import topics
 
 logger = logging.getLogger(__name__)
@@ -84,28 +84,21 @@ class InstanceLock:
             self._fh = None
 
 
-class TransactionalRunner:
-    """Runs one :class:`Stage` as a member of its consumer group until ``stop`` is set."""
+class TransactionalLoop:
+    """What every Kafka-to-Kafka runner shares: the group member, the transactional producer,
+    the instance lock, committing outputs with offsets in one transaction, and lag metrics.
 
-    def __init__(
-        self,
-        settings: Settings,
-        stage: Stage,
-        *,
-        batch_size: int,
-        batch_deadline_s: float,
-        instance: str | None = None,
-    ) -> None:
+    A subclass decides what one :meth:`_step` of the poll loop does.
+    """
+
+    def __init__(self, settings: Settings, stage: StageLifecycle, *, instance: str | None = None) -> None:
         self.settings = settings
-        self.stage = stage
+        self.lifecycle = stage
         self.topics = topics(settings)
         self.input = self.topics.by_name(stage.input_topic)
         self.group = group_id(settings, stage.name)
         self.instance = instance or default_instance()
         self.transactional_id = f"{self.group}.{self.instance}"
-        self.batch_size = batch_size
-        self.batch_deadline_s = batch_deadline_s
-        self._batcher = Batcher(stage.name, batch_size, batch_deadline_s)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._last_lag_update = 0.0
@@ -117,36 +110,164 @@ class TransactionalRunner:
         lock = InstanceLock(self.settings.data_dir / "locks", self.transactional_id)
         lock.acquire()
         try:
-            self.stage.start()
+            self.lifecycle.start()
             self._producer = transactional_producer(self.settings, self.transactional_id)
             self._producer.init_transactions(60)
             self._consumer = make_consumer(self.settings, self.group, instance=self.instance)
             self._consumer.subscribe([self.input.name], on_revoke=self._on_revoke, on_lost=self._on_revoke)
-            logger.info("%s worker %s consuming %s", self.stage.name, self.transactional_id, self.input.name)
+            logger.info("%s worker %s consuming %s", self.lifecycle.name, self.transactional_id, self.input.name)
             while not stop.is_set():
-                batch = self._fill(stop)
-                if batch:
-                    self._process(batch)
+                self._step(stop)
                 self._update_lag()
         finally:
             self._shutdown()
             lock.release()
+
+    def _step(self, stop: threading.Event) -> None:
+        raise NotImplementedError
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        raise NotImplementedError
 
     def _shutdown(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
         if self._producer is not None:
             self._producer.flush(10)
-        self.stage.close()
+        self.lifecycle.close()
+
+    def _tell_stage(self, ok: bool) -> None:
+        hook = getattr(self.lifecycle, "committed" if ok else "aborted", None)
+        if hook is not None:
+            hook()
+
+    def _outputs(
+        self, records: list[InputRecord], results: Sequence[list[OutputRecord] | Failure]
+    ) -> list[OutputRecord]:
+        out: list[OutputRecord] = []
+        for record, result in zip(records, results, strict=True):
+            if isinstance(result, Failure):
+                media = result.media_id or (record.key or b"").decode("utf-8", "replace")
+                with event(media, record.topic, record.partition, record.offset):
+                    logger.info("%s: -> DLQ %s: %s", self.lifecycle.name, result.error_class, result.reason)
+                out.append(dead_letter(record, self.lifecycle.name, result))
+            else:
+                out.extend(result)
+        return out
+
+    def _count_out(self, outputs: list[OutputRecord], results: Sequence[list[OutputRecord] | Failure]) -> None:
+        name = self.lifecycle.name
+        metrics.EVENTS_OUT.labels(name).inc(sum(1 for o in outputs if o.topic != "dlq"))
+        for r in results:
+            if isinstance(r, Failure):
+                metrics.DLQ.labels(name, r.error_class).inc()
+
+    # -- one transaction ------------------------------------------------------------------------
+
+    def _commit(self, outputs: list[OutputRecord], offsets: list[TopicPartition]) -> bool:
+        """Produce outputs and commit ``offsets`` in one transaction; False means rewind."""
+        assert self._producer is not None and self._consumer is not None
+        producer = self._producer
+        name = self.lifecycle.name
+        try:
+            producer.begin_transaction()
+            for o in outputs:
+                self._produce(o)
+            producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 60)
+            self._commit_with_retries()
+            metrics.TXN.labels(name, "commit").inc()
+            return True
+        except KafkaException as exc:
+            action = classify(exc)
+            if action is Action.FATAL:
+                raise FatalKafkaError(f"{name}: {exc}") from exc
+            logger.warning("%s: aborting transaction (%s)", name, exc)
+            self._abort()
+            return False
+
+    def _commit_with_retries(self) -> None:
+        assert self._producer is not None
+        for attempt in range(1, MAX_COMMIT_RETRIES + 1):
+            try:
+                self._producer.commit_transaction(60)
+                return
+            except KafkaException as exc:
+                if classify(exc) is not Action.RETRY or attempt == MAX_COMMIT_RETRIES:
+                    raise
+                time.sleep(backoff_s(attempt))
+
+    def _abort(self) -> None:
+        assert self._producer is not None
+        try:
+            self._producer.abort_transaction(60)
+            metrics.TXN.labels(self.lifecycle.name, "abort").inc()
+        except KafkaException as exc:
+            if classify(exc) is Action.FATAL:
+                raise FatalKafkaError(str(exc)) from exc
+            raise
+
+    def _produce(self, o: OutputRecord) -> None:
+        assert self._producer is not None
+        name = self.topics.by_name(o.topic).name
+        headers: list[tuple[str, str | bytes | None]] = [(h.key, h.value) for h in o.headers]
+        while True:
+            try:
+                self._producer.produce(name, key=o.key, value=o.value, headers=headers or None)
+                return
+            except BufferError:
+                self._producer.poll(0.1)  # local queue full: let deliveries drain
+
+    def _seek(self, first: dict[tuple[str, int], int]) -> None:
+        """Seek each still-assigned partition back to ``first[(topic, partition)]``."""
+        assert self._consumer is not None
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        for (topic, partition), offset in first.items():
+            if (topic, partition) in assigned:
+                try:
+                    self._consumer.seek(TopicPartition(topic, partition, offset))
+                except KafkaException as exc:
+                    logger.warning("rewind of %s/%d failed: %s", topic, partition, exc)
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if self._consumer is None or now - self._last_lag_update < 5:
+            return
+        self._last_lag_update = now
+        try:
+            for tp in self._consumer.position(self._consumer.assignment()):
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    metrics.LAG.labels(self.lifecycle.name, tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
+        except KafkaException as exc:
+            logger.debug("lag update failed: %s", exc)
+
+
+class TransactionalRunner(TransactionalLoop):
+    """Runs one :class:`Stage` batch by batch as a member of its consumer group until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stage: Stage,
+        *,
+        batch_size: int,
+        batch_deadline_s: float,
+        instance: str | None = None,
+    ) -> None:
+        super().__init__(settings, stage, instance=instance)
+        self.stage = stage
+        self.batch_size = batch_size
+        self.batch_deadline_s = batch_deadline_s
+        self._batcher = Batcher(stage.name, batch_size, batch_deadline_s)
+
+    def _step(self, stop: threading.Event) -> None:
+        assert self._consumer is not None
+        batch = self._batcher.fill(self._consumer, stop)
+        if batch:
+            self._process(batch)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._batcher.drop(partitions)
-
-    def _fill(self, stop: threading.Event) -> list[Message]:
-        assert self._consumer is not None
-        return self._batcher.fill(self._consumer, stop)
-
-    # -- one batch ------------------------------------------------------------------------------
 
     def _process(self, batch: list[Message]) -> None:
         records = [to_input(m) for m in batch]
@@ -157,16 +278,11 @@ class TransactionalRunner:
             self._rewind(batch)
             return
         outputs = self._outputs(records, results)
-        ok = self._commit(outputs, batch)
-        hook = getattr(self.stage, "committed" if ok else "aborted", None)
-        if hook is not None:
-            hook()
+        ok = self._commit(outputs, _next_offsets(batch))
+        self._tell_stage(ok)
         if ok:
             self.committed_batches += 1
-            metrics.EVENTS_OUT.labels(self.stage.name).inc(sum(1 for o in outputs if o.topic != "dlq"))
-            for r in results:
-                if isinstance(r, Failure):
-                    metrics.DLQ.labels(self.stage.name, r.error_class).inc()
+            self._count_out(outputs, results)
         else:
             self._rewind(batch)
 
@@ -188,101 +304,14 @@ class TransactionalRunner:
             return results
         raise FatalKafkaError(f"{self.stage.name}: batch failed {MAX_STAGE_RETRIES} times; exiting for a restart")
 
-    def _outputs(
-        self, records: list[InputRecord], results: Sequence[list[OutputRecord] | Failure]
-    ) -> list[OutputRecord]:
-        out: list[OutputRecord] = []
-        for record, result in zip(records, results, strict=True):
-            if isinstance(result, Failure):
-                media = result.media_id or (record.key or b"").decode("utf-8", "replace")
-                with event(media, record.topic, record.partition, record.offset):
-                    logger.info("%s: -> DLQ %s: %s", self.stage.name, result.error_class, result.reason)
-                out.append(dead_letter(record, self.stage.name, result))
-            else:
-                out.extend(result)
-        return out
-
-    def _commit(self, outputs: list[OutputRecord], batch: list[Message]) -> bool:
-        """Produce outputs and commit the batch's offsets in one transaction; False means rewind."""
-        assert self._producer is not None and self._consumer is not None
-        producer = self._producer
-        try:
-            producer.begin_transaction()
-            for o in outputs:
-                self._produce(o)
-            offsets = _next_offsets(batch)
-            producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 60)
-            self._commit_with_retries()
-            metrics.TXN.labels(self.stage.name, "commit").inc()
-            return True
-        except KafkaException as exc:
-            action = classify(exc)
-            if action is Action.FATAL:
-                raise FatalKafkaError(f"{self.stage.name}: {exc}") from exc
-            logger.warning("%s: aborting transaction (%s)", self.stage.name, exc)
-            self._abort()
-            return False
-
-    def _commit_with_retries(self) -> None:
-        assert self._producer is not None
-        for attempt in range(1, MAX_COMMIT_RETRIES + 1):
-            try:
-                self._producer.commit_transaction(60)
-                return
-            except KafkaException as exc:
-                if classify(exc) is not Action.RETRY or attempt == MAX_COMMIT_RETRIES:
-                    raise
-                time.sleep(backoff_s(attempt))
-
-    def _abort(self) -> None:
-        assert self._producer is not None
-        try:
-            self._producer.abort_transaction(60)
-            metrics.TXN.labels(self.stage.name, "abort").inc()
-        except KafkaException as exc:
-            if classify(exc) is Action.FATAL:
-                raise FatalKafkaError(str(exc)) from exc
-            raise
-
-    def _produce(self, o: OutputRecord) -> None:
-        assert self._producer is not None
-        name = self.topics.by_name(o.topic).name
-        headers: list[tuple[str, str | bytes | None]] = [(h.key, h.value) for h in o.headers]
-        while True:
-            try:
-                self._producer.produce(name, key=o.key, value=o.value, headers=headers or None)
-                return
-            except BufferError:
-                self._producer.poll(0.1)  # local queue full: let deliveries drain
-
     def _rewind(self, batch: list[Message]) -> None:
         """Seek every partition of the batch back to its first offset, to process it again."""
-        assert self._consumer is not None
         first: dict[tuple[str, int], int] = {}
         for m in batch:
             key = (m.topic() or "", m.partition() or 0)
             first[key] = min(first.get(key, m.offset() or 0), m.offset() or 0)
-        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-        for (topic, partition), offset in first.items():
-            if (topic, partition) in assigned:
-                try:
-                    self._consumer.seek(TopicPartition(topic, partition, offset))
-                except KafkaException as exc:
-                    logger.warning("rewind of %s/%d failed: %s", topic, partition, exc)
+        self._seek(first)
         self._batcher.clear()
-
-    def _update_lag(self) -> None:
-        now = time.monotonic()
-        if self._consumer is None or now - self._last_lag_update < 5:
-            return
-        self._last_lag_update = now
-        try:
-            for tp in self._consumer.position(self._consumer.assignment()):
-                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-                if tp.offset >= 0 and high >= 0:
-                    metrics.LAG.labels(self.stage.name, tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
-        except KafkaException as exc:
-            logger.debug("lag update failed: %s", exc)
 
 
 def _next_offsets(batch: list[Message]) -> list[TopicPartition]:

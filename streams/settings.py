@@ -87,6 +87,8 @@ class FetchSettings(BaseModel):
     max_side: int = 1024
     jpeg_quality: int = 90
     decode_workers: int = 2
+    in_flight: int = Field(0, description="Requests downloading or waiting to commit at once; 0 means 4 x concurrency.")
+    commit_interval_s: float = Field(0.25, description="Longest a finished request waits for its transaction.")
     allow_hosts: tuple[str, ...] = Field((), description="Hostnames exempt from the address guard.")
     allow_cidrs: tuple[str, ...] = Field((), description="Networks exempt from the address guard.")
     user_agent: str = "mediavec/0.1 (+https://mediavec.dev)"
@@ -103,6 +105,10 @@ class FetchSettings(BaseModel):
         "pyav", description="pyav (CPU, FFmpeg bundled) or torchcodec (system FFmpeg; NVDEC on a CUDA device)."
     )
     video_decode_device: str = Field("cpu", description="torchcodec decode device: cpu, cuda or cuda:N (NVDEC).")
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.in_flight or 4 * self.concurrency
 
 
 class ModelSettings(BaseModel):

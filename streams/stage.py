@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from schemas.codec import encode_dead_letter
 from schemas.models import DeadLetter, Header
@@ -55,18 +56,38 @@ class RetryBatch(Exception):
     """Raised by a transform when the whole batch should be retried (a transient fault)."""
 
 
-class Stage(Protocol):
+class StageLifecycle(Protocol):
     name: str  # fetch, embed, ...
     input_topic: TopicKey
 
     def start(self) -> None:
         """Build heavy things (models, HTTP sessions) inside the worker process."""
 
+    def close(self) -> None:
+        """Release what start() built."""
+
+
+class Stage(StageLifecycle, Protocol):
+    """A batch transform: the runner hands it a batch and commits the results together."""
+
     def process(self, batch: Sequence[InputRecord]) -> list[Result]:
         """Transform a batch; exactly one result per input, in input order."""
 
-    def close(self) -> None:
-        """Release what start() built."""
+
+class PipelinedStage(StageLifecycle, Protocol):
+    """A transform whose inputs take very different times (downloads): each input is submitted
+    as it arrives and worked on concurrently; the runner hands back the finished ones, in offset
+    order, to :meth:`finish` just before it commits them.
+
+    ``submit`` must not block; the future's exception (or :class:`RetryBatch` from ``submit``)
+    means a transient fault of the stage itself, so the runner redoes everything uncommitted.
+    """
+
+    def submit(self, record: InputRecord) -> Future[Any]:
+        """Start work on one input; the future's value is whatever ``finish`` needs."""
+
+    def finish(self, done: Sequence[tuple[InputRecord, Any]]) -> list[Result]:
+        """Results for finished inputs (in commit order), one each; the only ordered step."""
 
 
 class TransactionAware(Protocol):

@@ -1,10 +1,12 @@
 """The fetch stage's transform: media requests in, one JPEG frame per image (or per sample of a
 video segment) out.
 
-The runner calls :meth:`FetchStage.process` from its own (synchronous) thread. Downloads run on a
-persistent asyncio loop in a dedicated thread, so the HTTP session and its connection pool live
-across batches; decoding runs in a thread pool (Pillow and FFmpeg release the GIL while they
-decode, resize and encode). Downloads and decodes of one batch overlap. Video requests take the
+The fetch worker's runner (:class:`streams.pipelined.PipelinedRunner`) calls :meth:`FetchStage.submit`
+for each request as it is polled and :meth:`FetchStage.finish` for the finished ones it is about to
+commit, so a slow download never holds the others; :meth:`FetchStage.process` does both for a whole
+batch. Downloads run on a persistent asyncio loop in a dedicated thread, so the HTTP session and
+its connection pool live on; decoding runs in a thread pool (Pillow and FFmpeg release the GIL
+while they decode, resize and encode). Dedup claims happen in ``finish``, in commit order. Video requests take the
 path of :mod:`consumers.fetch.video_fetch`: a segment's frames are one result, so the runner
 commits them in one transaction. ``file://`` URLs are read only under ``fetch.allow_paths``.
 """
@@ -55,7 +57,10 @@ class _LoopThread:
         return self._thread.is_alive() and self.loop.is_running() and not self.loop.is_closed()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return self.submit(coro).result()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self) -> None:
         if self.alive:
@@ -113,15 +118,29 @@ class FetchStage:
         logger.info("fetch stage started: concurrency %d, %d decode workers", fetch.concurrency, fetch.decode_workers)
 
     def process(self, batch: Sequence[InputRecord]) -> list[Result]:
+        """The whole batch at once (the batch runner's contract): submit each, wait, finish."""
+        if self._runner is None:
+            raise RuntimeError("FetchStage.start() was not called")
+        futures = [self.submit(record) for record in batch]
+        try:
+            fetched = [f.result() for f in futures]
+        except (RuntimeError, concurrent.futures.CancelledError) as exc:
+            raise RetryBatch(f"fetch event loop failed: {exc}") from exc
+        return self.finish(list(zip(batch, fetched, strict=True)))
+
+    def submit(self, record: InputRecord) -> concurrent.futures.Future[_Fetched]:
+        """Start downloading and decoding one request on the stage's event loop."""
         runner = self._runner
         if runner is None:
             raise RuntimeError("FetchStage.start() was not called")
         if not runner.alive:
             raise RetryBatch("fetch event loop is not running")
-        try:
-            results = runner.run(self._process_all(batch))
-        except (RuntimeError, concurrent.futures.CancelledError) as exc:
-            raise RetryBatch(f"fetch event loop failed: {exc}") from exc
+        return runner.submit(self._process_one(record))
+
+    def finish(self, done: Sequence[tuple[InputRecord, _Fetched]]) -> list[Result]:
+        """Results for fetched requests, claimed in the order given: duplicates resolve deterministically."""
+        self._dlq_causes.clear()
+        results = [self._claim(item) for _, item in done]
         for result in results:
             self.outcomes[result.error_class if isinstance(result, Failure) else "ok"] += 1
         downloaded = self.bytes_downloaded
@@ -152,11 +171,6 @@ class FetchStage:
             self._executor.shutdown(wait=True, cancel_futures=True)
         self._runner = self._downloader = self._executor = self._video = None
         self.seen.close()
-
-    async def _process_all(self, batch: Sequence[InputRecord]) -> list[Result]:
-        self._dlq_causes.clear()
-        fetched = await asyncio.gather(*(self._process_one(record) for record in batch))
-        return [self._claim(item) for item in fetched]  # in input order: duplicates resolve deterministically
 
     def _claim(self, item: _Fetched) -> Result:
         if isinstance(item, Failure):

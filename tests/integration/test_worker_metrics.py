@@ -77,6 +77,8 @@ def test_each_worker_serves_its_metrics(settings: Settings, tmp_path: Path) -> N
     assert _value(fetch, "mediavec_transactions_total", stage="fetch", outcome="commit") >= 1
     assert _value(fetch, "mediavec_batch_size_count", stage="fetch") >= 1
     assert _value(fetch, "mediavec_batch_fill_seconds_count", stage="fetch") >= 1
+    assert _value(fetch, "mediavec_input_seconds_count", stage="fetch") == len(reqs)  # poll to commit, each
+    assert _value(fetch, "mediavec_in_flight", stage="fetch") == 0
     assert _value(embed, "mediavec_events_in_total", stage="embed") == len(names)
     assert _value(embed, "mediavec_model_seconds_count", model="vision") >= 1
     assert _value(embed, "mediavec_model_batch_size_sum", model="vision") == len(names)
