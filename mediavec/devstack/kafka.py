@@ -2,9 +2,10 @@
 
 The jars come from Maven Central through ``pom.xml`` beside this file; everything the broker
 writes (jars, config, data, logs, PID file) lives under ``<data_dir>/kafka/``. It listens on
-127.0.0.1 only: PLAINTEXT on ``kafka_port`` (what the pipeline uses by default) and
-SASL_PLAINTEXT on ``kafka_port + 2`` with PLAIN and SCRAM-SHA-512, for one user whose generated
-password lives in :mod:`mediavec.devstack.credentials`. The PLAIN user is declared in the
+127.0.0.1 only: PLAINTEXT on ``kafka_port`` (what the pipeline uses by default),
+SASL_PLAINTEXT on ``kafka_port + 2`` and SASL_SSL on ``kafka_port + 3`` (a certificate from the
+stack's own CA, :mod:`mediavec.devstack.tls`), both with PLAIN and SCRAM-SHA-512, for one user
+whose generated password lives in :mod:`mediavec.devstack.credentials`. The PLAIN user is declared in the
 listener's JAAS config (so ``server.properties`` is written 0600); the SCRAM credential is
 upserted through the admin API once the broker answers, which works on storage formatted before
 the listener existed.
@@ -31,7 +32,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from mediavec.devstack import credentials
+from mediavec.devstack import credentials, tls
 from mediavec.devstack.procs import (
     DevStackError,
     port_open,
@@ -117,22 +118,34 @@ def resolve_jars(settings: Settings) -> Path:
 
 
 def _listener_props(settings: Settings) -> dict[str, object]:
-    """PLAINTEXT (clients, inter-broker), SASL_PLAINTEXT (authenticated clients), CONTROLLER."""
+    """PLAINTEXT (clients, inter-broker), SASL_PLAINTEXT and SASL_SSL (authenticated clients), CONTROLLER."""
     dev = settings.devstack
-    sasl = credentials.sasl_port(settings)
-    creds = credentials.load_or_create(settings)
-    user, password = creds.kafka_user, creds.kafka_password.get_secret_value()
-    prefix = "listener.name.sasl_plaintext"
-    return {
-        "listeners": (
-            f"PLAINTEXT://127.0.0.1:{dev.kafka_port},SASL_PLAINTEXT://127.0.0.1:{sasl},"
-            f"CONTROLLER://127.0.0.1:{dev.controller_port}"
-        ),
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{dev.kafka_port},SASL_PLAINTEXT://127.0.0.1:{sasl}",
+    sasl, ssl = credentials.sasl_port(settings), tls.port(settings)
+    client_listeners = (
+        f"PLAINTEXT://127.0.0.1:{dev.kafka_port},SASL_PLAINTEXT://127.0.0.1:{sasl},SASL_SSL://127.0.0.1:{ssl}"
+    )
+    props: dict[str, object] = {
+        "listeners": f"{client_listeners},CONTROLLER://127.0.0.1:{dev.controller_port}",
+        "advertised.listeners": client_listeners,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": (
+            "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+        ),
         "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+    }
+    for listener in ("sasl_plaintext", "sasl_ssl"):
+        props.update(_sasl_props(settings, f"listener.name.{listener}"))
+    files = tls.ensure(settings)
+    props["listener.name.sasl_ssl.ssl.keystore.type"] = "PEM"
+    props["listener.name.sasl_ssl.ssl.keystore.location"] = files.broker_pem
+    return props
+
+
+def _sasl_props(settings: Settings, prefix: str) -> dict[str, object]:
+    creds = credentials.load_or_create(settings)
+    user, password = creds.kafka_user, creds.kafka_password.get_secret_value()
+    return {
         f"{prefix}.sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
         f"{prefix}.plain.sasl.jaas.config": (
             f'org.apache.kafka.common.security.plain.PlainLoginModule required user_{user}="{password}";'
@@ -256,7 +269,8 @@ def start(settings: Settings) -> int:
         return running
     dev = settings.devstack
     ports = {"kafka_port": dev.kafka_port, "controller_port": dev.controller_port}
-    require_free_ports("Kafka", {**ports, "SASL listener (kafka_port + 2)": credentials.sasl_port(settings)})
+    extra = {"SASL listener (kafka_port + 2)": credentials.sasl_port(settings), "TLS listener (+3)": tls.port(settings)}
+    require_free_ports("Kafka", {**ports, **extra})
     resolve_jars(settings)
     for folder in (paths.data, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
@@ -270,7 +284,8 @@ def start(settings: Settings) -> int:
 
 
 def _answers(settings: Settings) -> bool:
-    if not (port_open(settings.devstack.kafka_port) and port_open(credentials.sasl_port(settings))):
+    ports = (settings.devstack.kafka_port, credentials.sasl_port(settings), tls.port(settings))
+    if not all(port_open(p) for p in ports):
         return False
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap_servers(settings), "logger": logger}
     client = AdminClient(conf)

@@ -5,9 +5,10 @@ older ``server.properties`` is restarted with the current one) and the services 
 the Python process that started them; ``down`` stops them through their PID files. Every call
 holds ``<data_dir>/devstack.lock`` so two processes working on one stack take turns.
 
-Besides the open PLAINTEXT listener the broker has a SASL_PLAINTEXT one (PLAIN, SCRAM-SHA-512)
-and PostgreSQL a password-checked role; :mod:`mediavec.devstack.credentials` gives clients
-settings for both. No credential is ever part of a :class:`StackInfo` or of what it prints.
+Besides the open PLAINTEXT listener the broker has SASL_PLAINTEXT and SASL_SSL ones (PLAIN,
+SCRAM-SHA-512; TLS with a certificate from the stack's own CA) and PostgreSQL a password-checked
+role; :mod:`mediavec.devstack.credentials` and :mod:`mediavec.devstack.tls` give clients settings
+for them. No credential is ever part of a :class:`StackInfo` or of what it prints.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mediavec.devstack import credentials, kafka, postgres
+from mediavec.devstack import credentials, kafka, postgres, tls
 from mediavec.devstack.procs import file_lock
 from streams.settings import Settings
 
@@ -46,6 +47,8 @@ class StackInfo:
     postgres: ServiceStatus
     sasl_bootstrap_servers: str = ""  # SASL_PLAINTEXT listener: PLAIN and SCRAM-SHA-512
     credentials_file: Path | None = None  # where the generated passwords are (0600); never their content
+    tls_bootstrap_servers: str = ""  # SASL_SSL listener, a certificate from the stack's own CA
+    tls_ca_file: Path | None = None  # what TLS clients trust (MEDIAVEC_KAFKA__SSL_CA_LOCATION)
 
     @property
     def running(self) -> bool:
@@ -74,6 +77,8 @@ class StackInfo:
         if self.sasl_bootstrap_servers:
             mechanisms = ", ".join(kafka.SASL_MECHANISMS)
             lines.append(f"  {'kafka sasl':<10} {'SASL_PLAINTEXT':<20} {self.sasl_bootstrap_servers} ({mechanisms})")
+        if self.tls_bootstrap_servers:
+            lines.append(f"  {'kafka tls':<10} {'SASL_SSL':<20} {self.tls_bootstrap_servers} (CA: {self.tls_ca_file})")
         if self.credentials_file is not None:
             lines.append(f"  {'':<10} users {credentials.KAFKA_USER!r} (Kafka), {postgres.APP_ROLE!r} (PostgreSQL)")
             lines.append(f"  {'':<10} passwords in {self.credentials_file}")
@@ -97,6 +102,8 @@ def status(settings: Settings) -> StackInfo:
         ),
         sasl_bootstrap_servers=credentials.sasl_bootstrap_servers(settings),
         credentials_file=credentials.path(settings),
+        tls_bootstrap_servers=tls.bootstrap_servers(settings),
+        tls_ca_file=tls.TlsFiles.of(settings).ca_cert,
     )
 
 

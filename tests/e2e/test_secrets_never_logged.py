@@ -1,8 +1,9 @@
 """A full run with every secret configured prints none of them, anywhere.
 
-The run: fetch, embed and the three sinks as worker processes (logging at DEBUG) on the broker's
-SASL listener, fetch logged in with SASL/PLAIN (and logging JSON lines) and the others with
-SCRAM-SHA-512; PostgreSQL through a DSN that carries the stack role's password (pg_hba checks
+The run: fetch, embed and the three sinks as worker processes (logging at DEBUG), fetch logged in
+with SASL/PLAIN on the broker's SASL_PLAINTEXT listener (and logging JSON lines), the others with
+SCRAM-SHA-512 on its SASL_SSL listener (TLS, the broker's certificate checked against the stack's
+CA); PostgreSQL through a DSN that carries the stack role's password (pg_hba checks
 it: scram-sha-256); a Qdrant API key set (the store is embedded, so the key is unused, but it is
 in every worker's settings and must not be printed either); the encrypted index key in an
 environment variable. Real photos and a few bad inputs go through it, so the error and DLQ paths
@@ -34,7 +35,7 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from mediavec.devstack import credentials, kafka, postgres
+from mediavec.devstack import credentials, kafka, postgres, tls
 from mediavec.encindex.keys import generate_key
 from mediavec.localworkers import LocalWorkers
 from mediavec.mediaserver import MediaServer
@@ -64,6 +65,7 @@ class Secrets:
     index_key: bytes
     wrong_kafka_password: str  # what a misconfigured client sends is just as secret
     wrong_postgres_password: str
+    tls_key_line: bytes  # the first base64 line of the broker's private key (PEM)
 
     def needles(self) -> dict[str, bytes]:
         key = self.index_key
@@ -78,6 +80,7 @@ class Secrets:
             "index key (hex)": key.hex().encode(),
             "index key (HEX)": key.hex().upper().encode(),
             "index key (base64)": base64.b64encode(key),
+            "broker TLS private key": self.tls_key_line,
         }
 
 
@@ -89,9 +92,15 @@ class Secured:
     env: dict[str, str]  # what each process gets besides its settings: the index key variable
 
 
-def _over_sasl(settings: Settings, stack_settings: Settings, mechanism: credentials.SaslMechanism) -> Settings:
-    sasl = credentials.kafka_sasl_settings(stack_settings, mechanism)  # the stack's credentials file
+def _over_sasl(
+    settings: Settings, stack_settings: Settings, mechanism: credentials.SaslMechanism, *, over_tls: bool
+) -> Settings:
+    if over_tls:  # SASL_SSL: the broker's certificate verified against the stack's CA
+        sasl = tls.kafka_tls_settings(stack_settings, mechanism)
+    else:
+        sasl = credentials.kafka_sasl_settings(stack_settings, mechanism)  # the stack's credentials file
     fields = ("bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password")
+    fields += ("ssl_ca_location",)  # None on SASL_PLAINTEXT
     kafka_settings = settings.kafka.model_copy(update={f: getattr(sasl, f) for f in fields})
     return settings.model_copy(update={"kafka": kafka_settings})
 
@@ -122,14 +131,19 @@ def secured(settings: Settings, stack_settings: Settings, monkeypatch: pytest.Mo
         index_key=key,
         wrong_kafka_password=secrets.token_urlsafe(24),
         wrong_postgres_password=secrets.token_urlsafe(24),
+        tls_key_line=tls.ensure(stack_settings).broker_pem.read_bytes().splitlines()[1],
     )
-    scram = _over_sasl(base, stack_settings, "SCRAM-SHA-512")
+    scram = _over_sasl(base, stack_settings, "SCRAM-SHA-512", over_tls=True)
     # The PLAIN side also logs as JSON objects, so both formatters are searched.
-    plain = _over_sasl(base, stack_settings, "PLAIN").model_copy(update={"log_format": "json"})
-    for client in (scram, plain):  # every Kafka client of the run goes through the SASL listener
-        env = client.to_env()
-        assert env["MEDIAVEC_KAFKA__BOOTSTRAP_SERVERS"] == credentials.sasl_bootstrap_servers(stack_settings)
-        assert env["MEDIAVEC_KAFKA__SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    plain = _over_sasl(base, stack_settings, "PLAIN", over_tls=False).model_copy(update={"log_format": "json"})
+    # Every Kafka client of the run authenticates: SCRAM over TLS, PLAIN over the SASL listener.
+    env = scram.to_env()
+    assert env["MEDIAVEC_KAFKA__BOOTSTRAP_SERVERS"] == tls.bootstrap_servers(stack_settings)
+    assert env["MEDIAVEC_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["MEDIAVEC_KAFKA__SSL_CA_LOCATION"] == str(tls.TlsFiles.of(stack_settings).ca_cert)
+    env = plain.to_env()
+    assert env["MEDIAVEC_KAFKA__BOOTSTRAP_SERVERS"] == credentials.sasl_bootstrap_servers(stack_settings)
+    assert env["MEDIAVEC_KAFKA__SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
     yield Secured(scram=scram, plain=plain, secrets=found, env={KEY_ENV: key.hex()})
     postgres.drop_database(stack_settings, database)
 

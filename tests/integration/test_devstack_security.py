@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import stat
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,7 +13,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 from pydantic import SecretStr
 
-from mediavec.devstack import credentials, kafka, postgres
+from mediavec.devstack import credentials, kafka, postgres, tls
 from mediavec.devstack.stack import StackInfo, status
 from streams.kafka import admin, producer
 from streams.settings import Settings
@@ -104,3 +105,46 @@ def test_broker_and_postgres_logs_hold_no_password(stack: StackInfo, stack_setti
     files = [p for d in logs for p in d.rglob("*") if p.is_file()]
     assert any(p.name == "server.log" for p in files)
     assert not [(p, i) for p in files for i, pw in enumerate(passwords) if pw in p.read_bytes()]
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "PLAIN"])
+def test_tls_listener_verifies_the_broker_and_logs_in(
+    stack: StackInfo, stack_settings: Settings, mechanism: credentials.SaslMechanism
+) -> None:
+    settings = stack_settings.model_copy(update={"kafka": tls.kafka_tls_settings(stack_settings, mechanism)})
+    topic = f"devstack-tls.{uuid.uuid4().hex[:10]}"
+    client = admin(settings)
+    client.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    p = producer(settings)
+    p.produce(topic, value=b"over TLS")
+    assert p.flush(30) == 0
+    assert [m.value for m in read_topic(settings, topic)] == [b"over TLS"]
+    brokers = client.list_topics(timeout=10).brokers.values()
+    assert [(b.host, b.port) for b in brokers] == [("127.0.0.1", tls.port(stack_settings))]
+    assert stack.tls_bootstrap_servers == f"127.0.0.1:{stack.kafka.port + 3}"
+    assert stack.tls_ca_file == tls.TlsFiles.of(stack_settings).ca_cert
+
+
+def test_tls_listener_is_refused_by_a_client_that_trusts_another_ca(
+    stack: StackInfo, stack_settings: Settings, tmp_path: Path
+) -> None:
+    other = tls.ensure(stack_settings.model_copy(update={"data_dir": tmp_path}))  # a CA the broker never used
+    untrusting = tls.kafka_tls_settings(stack_settings, ca=other.ca_cert)
+    with pytest.raises(KafkaException) as refused:
+        admin(stack_settings.model_copy(update={"kafka": untrusting})).list_topics(timeout=5)
+    assert refused.value.args[0].name() == "_TRANSPORT"
+    no_tls = credentials.kafka_sasl_settings(stack_settings).model_copy(
+        update={"bootstrap_servers": stack.tls_bootstrap_servers}
+    )
+    with pytest.raises(KafkaException):  # SASL without TLS on the TLS port
+        admin(stack_settings.model_copy(update={"kafka": no_tls})).list_topics(timeout=3)
+
+
+def test_tls_keys_are_private_files(stack: StackInfo, stack_settings: Settings) -> None:
+    files = tls.TlsFiles.of(stack_settings)
+    for key in (files.ca_key, files.broker_pem):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+        assert b"PRIVATE KEY" in key.read_bytes()
+    ca = files.ca_cert.read_bytes()
+    assert b"PRIVATE KEY" not in ca
+    assert tls.ensure(stack_settings) == files and files.ca_cert.read_bytes() == ca, "kept while valid"
