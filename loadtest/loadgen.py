@@ -94,7 +94,9 @@ def cmd_compare(args: argparse.Namespace, budget: BudgetFile, work: Path) -> int
     if not args.no_stack:
         stack.up(base)
     settings = load_settings_for(base, work / "data", budget.loads["run"])
-    result = compare(settings, budget.loads["run"], args.media, args.concurrency, args.processes, work)
+    result = compare(
+        settings, budget.loads["run"], args.media, args.concurrency, args.processes, work, args.fetch_workers
+    )
     return _finish(args, "loadgen_compare", compare_markdown(result), [])
 
 
@@ -105,7 +107,7 @@ def compare_markdown(r: PeerResult) -> str:
         "budget's latency and bandwidth, no planned failures), download + resize to 1024 px (long side), "
         f"JPEG q90, at concurrency {r.concurrency}.\n\n"
         "| tool | media ok | seconds | media/s | server's max concurrent |\n| --- | ---: | ---: | ---: | ---: |\n"
-        f"| mediavec fetch stage (1 worker, through Kafka, warm) | {r.fetch_ok:,} | {r.fetch_s:.1f} | "
+        f"| mediavec fetch stage ({_workers(r)}, through Kafka, warm) | {r.fetch_ok:,} | {r.fetch_s:.1f} | "
         f"{r.fetch_per_s:.1f} | {r.fetch_max_concurrent} |\n"
         f"| img2dataset {r.i2d_version} ({r.i2d_processes} processes x {r.i2d_threads} threads) | {r.i2d_ok:,} | "
         f"{r.i2d_window_s:.1f} | {r.i2d_per_s:.1f} | {r.i2d_max_concurrent} |\n\n"
@@ -114,6 +116,12 @@ def compare_markdown(r: PeerResult) -> str:
         f"{r.i2d_ok / r.i2d_wall_s:.1f} media/s). The fetch stage is timed from the first publish to the last frame "
         "committed to the frames topic.\n"
     )
+
+
+def _workers(r: PeerResult) -> str:
+    if r.fetch_workers == 1:
+        return "1 worker"
+    return f"{r.fetch_workers} workers x concurrency {r.concurrency // r.fetch_workers}"
 
 
 def _command() -> str:
@@ -142,6 +150,7 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--media", type=int, default=1000)
             p.add_argument("--concurrency", type=int, default=32)
             p.add_argument("--processes", type=int, default=2, help="img2dataset processes (threads = C / this)")
+            p.add_argument("--fetch-workers", type=int, default=1, help="fetch processes (each C / this)")
             continue
         p.add_argument("--rate", type=float, help="media/s (default: the budget's)")
         p.add_argument("--fast", action="store_true", help="as fast as the pipeline takes them (closed loop)")

@@ -3,9 +3,10 @@
 Both download and resize the same planned media (clean: no planned failures, the profile's
 latency and bandwidth) to at most 1024 px on the long side, JPEG quality 90:
 
-- mediavec: one fetch worker through Kafka (requests topic -> frames topic, transactional),
-  ``fetch.concurrency`` = ``fetch.per_host_concurrency`` = C, already warm; the clock runs from
-  the first publish to the moment the reader sees the last frame committed;
+- mediavec: W fetch worker processes through Kafka (requests topic -> frames topic,
+  transactional), each with ``fetch.concurrency`` = ``fetch.per_host_concurrency`` = C / W,
+  already warm; the clock runs from the first publish to the moment the reader sees the last
+  frame committed;
 - img2dataset (its own venv, ``scripts/img2dataset-env.sh``): ``processes_count`` x
   ``thread_count`` = C, ``resize_mode keep_ratio_largest``, ``resize_only_if_bigger``, files
   output; timed by its own shard stats (first shard start to last shard end) and by wall clock
@@ -58,6 +59,7 @@ class PeerResult:
     i2d_threads: int
     i2d_max_concurrent: int
     i2d_version: str
+    fetch_workers: int = 1
 
     @property
     def fetch_per_s(self) -> float:
@@ -103,10 +105,13 @@ def _frames_seen(settings: Settings, run_id: str, n: int, timeout_s: float) -> t
     return seen, last
 
 
-def fetch_rate(settings: Settings, media: MediaSet, profile: LoadProfile, n: int, work: Path) -> tuple[int, float, int]:
-    """(frames fetched, seconds, server's max concurrent) for ``n`` media through a warm fetch worker."""
+def fetch_rate(
+    settings: Settings, media: MediaSet, profile: LoadProfile, n: int, work: Path, processes: int = 1
+) -> tuple[int, float, int]:
+    """(frames fetched, seconds, server's max concurrent) for ``n`` media through warm fetch workers."""
     ensure_topics(settings)
-    workers = LocalWorkers(settings, work / "logs", "peer").start(["fetch"])
+    logs = work / "logs"
+    workers = [LocalWorkers(settings, logs / f"peer{i}", f"peer{i}").start(["fetch"]) for i in range(processes)]
     try:
         warm = [plan_media(profile, i, "warmup", media.images, None) for i in range(profile.warmup_media)]
         publish_planned(settings, warm, media, "warmup")
@@ -119,7 +124,8 @@ def fetch_rate(settings: Settings, media: MediaSet, profile: LoadProfile, n: int
         ok, last = _frames_seen(settings, "peer", n, 600)
         return ok, last - start, _server_stats(media.base_url)
     finally:
-        workers.stop()
+        for w in workers:
+            w.stop()
 
 
 def i2d_rate(
@@ -161,11 +167,18 @@ def i2d_rate(
 
 
 def compare(
-    settings: Settings, profile: LoadProfile, n: int, concurrency: int, processes: int, work: Path
+    settings: Settings,
+    profile: LoadProfile,
+    n: int,
+    concurrency: int,
+    processes: int,
+    work: Path,
+    fetch_workers: int = 1,
 ) -> PeerResult:
-    """Both tools on the same media, the fetch stage first (its worker warmed up)."""
+    """Both tools on the same media, the fetch stage first (its workers warmed up)."""
     clean = replace(profile, failures={}, video_share=0.0)
-    fetch = settings.fetch.model_copy(update={"concurrency": concurrency, "per_host_concurrency": concurrency})
+    each = max(1, concurrency // fetch_workers)
+    fetch = settings.fetch.model_copy(update={"concurrency": each, "per_host_concurrency": each})
     settings = settings.model_copy(update={"fetch": fetch})
     venv = img2dataset_venv()
     version = subprocess.run(
@@ -177,12 +190,12 @@ def compare(
     images, _, _ = prepare_media(work / "media", with_video=False)
     with media_server(work / "media") as (url, _pid):
         media = MediaSet(url, images)
-        ok, seconds, fetch_conc = fetch_rate(settings, media, clean, n, work)
+        ok, seconds, fetch_conc = fetch_rate(settings, media, clean, n, work, fetch_workers)
         urls = [url + plan_media(clean, i, "peer", images, None).path for i in range(n)]
         _server_stats(url, reset=True)
         i2d = i2d_rate(venv, urls, concurrency, processes, fetch.total_deadline_s, work / "img2dataset")
         i2d_conc = _server_stats(url)
     return PeerResult(
         n, concurrency, ok, seconds, fetch_conc, int(i2d["ok"]), i2d["window_s"], i2d["wall_s"], processes,
-        int(i2d["threads"]), i2d_conc, version,
+        int(i2d["threads"]), i2d_conc, version, fetch_workers,
     )  # fmt: skip
