@@ -28,6 +28,7 @@ import schemas
 from consumers.embed.pipeline import FramePipeline, FrameVectors, Row
 from mediavec.models.bundle import EmbedModels, stored
 from schemas.models import Frame, VectorBatch, VectorRow
+from streams.memory import HeapTrimmer
 from streams.settings import Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey
 
@@ -153,6 +154,7 @@ class EmbedStage:
         self._writer: VectorWriter | None = None
         self.frames_done = 0
         self.vectors_done = 0
+        self._trimmer = HeapTrimmer()
 
     @property
     def models(self) -> EmbedModels:
@@ -180,6 +182,7 @@ class EmbedStage:
         results: list[Result] = [d if isinstance(d, Failure) else [] for d in decoded]
         for (slot, _), frame, v in zip(good, frames, vectors, strict=True):
             results[slot] = self._result(frame, v)
+        self._trimmer.maybe_trim()  # what a large batch freed goes back; RSS stays what is held
         return results
 
     def _result(self, frame: Frame, vectors: FrameVectors | Exception) -> Result:
