@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     budget = load_budget_file(args.budget)
+    if getattr(args, "json", None):  # made now: a half-hour soak must not fail at its last line
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     commands = {"run": cmd_run, "soak": cmd_soak, "compare": cmd_compare}
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
