@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -84,7 +85,7 @@ class InstanceLock:
             self._fh = None
 
 
-class TransactionalLoop:
+class TransactionalLoop(ABC):
     """What every Kafka-to-Kafka runner shares: the group member, the transactional producer,
     the instance lock, committing outputs with offsets in one transaction, and lag metrics.
 
@@ -123,11 +124,13 @@ class TransactionalLoop:
             self._shutdown()
             lock.release()
 
+    @abstractmethod
     def _step(self, stop: threading.Event) -> None:
-        raise NotImplementedError
+        """One turn of the poll loop: poll, hand work to the stage, commit what is ready."""
 
+    @abstractmethod
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        raise NotImplementedError
+        """Forget uncommitted work of revoked (or lost) partitions: their new owner redoes it."""
 
     def _shutdown(self) -> None:
         if self._consumer is not None:
