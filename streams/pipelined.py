@@ -4,7 +4,7 @@
 input (a download that drips until its deadline) holds every other input of its batch, and the
 stage sits idle while it waits. :class:`PipelinedRunner` instead submits each polled input to a
 :class:`~streams.stage.PipelinedStage` as soon as it arrives, keeps up to ``max_in_flight``
-submitted and uncommitted at a time, and commits, per partition, the contiguous run of finished
+running at a time, and commits, per partition, the contiguous run of finished
 inputs from the oldest uncommitted offset (STYLE.md rule 7). Inputs behind a slow one keep
 downloading and are committed the moment it finishes; other partitions never wait for it.
 
@@ -15,9 +15,14 @@ next offset -> commit. On an abortable error the transaction is aborted, all unc
 dropped, and every partition is sought back to its oldest uncommitted offset; a fault of the
 stage itself (a failed future) does the same after a backoff, and exits for a restart after
 ``MAX_STAGE_RETRIES`` in a row. A revoked partition's work is dropped: its new owner starts from
-the committed offset. When ``max_in_flight`` inputs are buffered beyond the submitted ones, the
-assigned partitions are paused until the backlog drains (polling continues, so the member stays
-in its group).
+the committed offset.
+
+Limits: at most ``max_in_flight`` inputs run at once, all partitions together, and each partition
+holds at most ``max_in_flight`` submitted, uncommitted inputs (so the results buffered behind one
+slow input are bounded, and they occupy only their own partition's share: a partition stuck
+behind a download that drips until its deadline never starves the others). Waiting partitions
+submit in turn. A partition with ``max_in_flight`` inputs polled and not yet submitted is paused
+until half of them have gone (polling continues, so the member stays in its group).
 """
 
 from __future__ import annotations
@@ -71,10 +76,10 @@ class PipelinedRunner(TransactionalLoop):
         self.max_in_flight = max_in_flight
         self.commit_size = commit_size
         self.commit_interval_s = commit_interval_s
-        self._partitions: dict[TP, deque[_Entry]] = {}  # uncommitted inputs, in offset order
-        self._waiting: deque[_Entry] = deque()  # polled, not yet submitted, in arrival order
-        self._submitted = 0  # submitted and not yet committed (finished ones included)
-        self._paused: list[TopicPartition] = []
+        self._partitions: dict[TP, deque[_Entry]] = {}  # submitted, uncommitted inputs, in offset order
+        self._waiting: dict[TP, deque[_Entry]] = {}  # polled, not yet submitted, in offset order
+        self._turn = 0  # which partition submits first in the next round
+        self._paused: dict[TP, TopicPartition] = {}
         self._last_commit = time.monotonic()
         self._faults = 0  # stage faults in a row
 
@@ -91,9 +96,8 @@ class PipelinedRunner(TransactionalLoop):
     def _poll(self) -> None:
         assert self._consumer is not None
         self._apply_backpressure()
-        room = max(1, self.max_in_flight - len(self._waiting))
-        timeout = 0.0 if self._submitted or self._waiting else 0.5
-        for m in self._consumer.consume(min(room, 500), timeout=timeout):
+        timeout = 0.0 if self._waiting or self._held() else 0.5
+        for m in self._consumer.consume(min(self.max_in_flight, 500), timeout=timeout):
             err = m.error()
             if err is None:
                 self._add(m)
@@ -104,41 +108,71 @@ class PipelinedRunner(TransactionalLoop):
 
     def _add(self, msg: Message) -> None:
         entry = _Entry(to_input(msg))
-        tp = (entry.record.topic, entry.record.partition)
-        self._partitions.setdefault(tp, deque()).append(entry)
-        self._waiting.append(entry)
+        self._waiting.setdefault((entry.record.topic, entry.record.partition), deque()).append(entry)
         metrics.EVENTS_IN.labels(self.stage.name).inc()
 
     def _apply_backpressure(self) -> None:
-        """Pause every assigned partition while a full round waits unsubmitted; resume after."""
+        """Pause a partition while ``max_in_flight`` of its inputs wait unsubmitted; resume at half.
+
+        Per partition, so a partition held back by a slow input never stops the others' reads.
+        """
         assert self._consumer is not None
-        if len(self._waiting) >= self.max_in_flight:
-            paused = {(tp.topic, tp.partition) for tp in self._paused}
-            more = [tp for tp in self._consumer.assignment() if (tp.topic, tp.partition) not in paused]
-            if more:
-                self._consumer.pause(more)
-                self._paused.extend(more)
-        elif self._paused:
-            still = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-            self._consumer.resume([tp for tp in self._paused if (tp.topic, tp.partition) in still])
-            self._paused = []
+        stop = [
+            TopicPartition(*tp)
+            for tp, q in self._waiting.items()
+            if len(q) >= self.max_in_flight and tp not in self._paused
+        ]
+        go = [tp for tp in self._paused if len(self._waiting.get(tp, ())) < self.max_in_flight / 2]
+        if stop:
+            self._consumer.pause(stop)
+            self._paused.update({(tp.topic, tp.partition): tp for tp in stop})
+        if go:
+            self._consumer.resume([self._paused.pop(tp) for tp in go])
 
     def _submit_waiting(self) -> None:
-        while self._waiting and self._submitted < self.max_in_flight:
-            entry = self._waiting.popleft()
-            try:
-                entry.future = self.stage.submit(entry.record)
-            except RetryBatch as exc:
-                entry.future = concurrent.futures.Future()
-                entry.future.set_exception(exc)
-            self._submitted += 1
+        """Submit waiting inputs, one per partition in turn, within both limits.
+
+        At most ``max_in_flight`` inputs run at once (all partitions together), and a partition
+        holds at most ``max_in_flight`` submitted and uncommitted inputs. Finished inputs behind a
+        slow one count against their own partition only, so they cannot take the running slots
+        every other partition needs until the slow one ends.
+        """
+        running = sum(1 for f in self._futures() if not f.done())
+        order = list(self._waiting)
+        if not order:
+            return
+        self._turn = (self._turn + 1) % len(order)
+        order = order[self._turn :] + order[: self._turn]
+        progress = True
+        while progress and running < self.max_in_flight:
+            progress = False
+            for tp in order:
+                waiting = self._waiting.get(tp)
+                held = self._partitions.setdefault(tp, deque())
+                if not waiting or len(held) >= self.max_in_flight or running >= self.max_in_flight:
+                    continue
+                entry = waiting.popleft()
+                try:
+                    entry.future = self.stage.submit(entry.record)
+                except RetryBatch as exc:
+                    entry.future = concurrent.futures.Future()
+                    entry.future.set_exception(exc)
+                held.append(entry)
+                running += 1
+                progress = True
+        for tp in [tp for tp, q in self._waiting.items() if not q]:
+            del self._waiting[tp]
 
     def _wait_a_little(self) -> None:
         """Wait up to 50 ms for a submitted input to finish, instead of spinning on the consumer."""
-        metrics.IN_FLIGHT.labels(self.stage.name).set(self._submitted + len(self._waiting))
+        waiting = sum(len(q) for q in self._waiting.values())
+        metrics.IN_FLIGHT.labels(self.stage.name).set(self._held() + waiting)
         pending = [f for f in self._futures() if not f.done()]
         if pending:
             concurrent.futures.wait(pending, timeout=0.05, return_when=concurrent.futures.FIRST_COMPLETED)
+
+    def _held(self) -> int:
+        return sum(len(q) for q in self._partitions.values())
 
     def _futures(self) -> Iterator[concurrent.futures.Future[Any]]:
         for queue in self._partitions.values():
@@ -162,7 +196,7 @@ class PipelinedRunner(TransactionalLoop):
         front = self._front()
         if not front:
             return
-        everything = len(front) == self._submitted  # nothing submitted is still running
+        everything = len(front) == self._held()  # nothing submitted is still running
         due = time.monotonic() - self._last_commit >= self.commit_interval_s
         if len(front) < self.commit_size and not (due or everything):
             return
@@ -184,7 +218,6 @@ class PipelinedRunner(TransactionalLoop):
             self._partitions[(e.record.topic, e.record.partition)].popleft()
             metrics.INPUT_S.labels(self.stage.name).observe(self._last_commit - e.arrived)
         metrics.BATCH_FILL_S.labels(self.stage.name).observe(self._last_commit - min(e.arrived for e in front))
-        self._submitted -= len(front)
         self._faults = 0
 
     def _stage_fault(self) -> bool:
@@ -211,7 +244,10 @@ class PipelinedRunner(TransactionalLoop):
     def _redo_uncommitted(self) -> None:
         """Drop every uncommitted input and seek each partition back to its oldest one."""
         first = {tp: q[0].record.offset for tp, q in self._partitions.items() if q}
-        self._drop(set(self._partitions))
+        for tp, q in self._waiting.items():
+            if q and tp not in first:
+                first[tp] = q[0].record.offset
+        self._drop(set(self._partitions) | set(self._waiting))
         self._seek(first)
 
     def _drop(self, partitions: set[TP]) -> None:
@@ -220,19 +256,19 @@ class PipelinedRunner(TransactionalLoop):
             for entry in self._partitions.pop(tp, deque()):
                 if entry.future is not None:
                     entry.future.cancel()
-                    self._submitted -= 1
                 dropped += 1
-        self._waiting = deque(e for e in self._waiting if (e.record.topic, e.record.partition) not in partitions)
+            dropped += len(self._waiting.pop(tp, ()))
         if dropped:
             logger.info("%s: dropped %d uncommitted inputs; they are read again", self.stage.name, dropped)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._drop({(tp.topic, tp.partition) for tp in partitions})
         gone = {(tp.topic, tp.partition) for tp in partitions}
-        self._paused = [tp for tp in self._paused if (tp.topic, tp.partition) not in gone]
+        self._drop(gone)
+        for tp in gone:
+            self._paused.pop(tp, None)
 
     def _shutdown(self) -> None:
-        self._drop(set(self._partitions))
+        self._drop(set(self._partitions) | set(self._waiting))
         super()._shutdown()
 
 

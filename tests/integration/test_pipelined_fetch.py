@@ -3,8 +3,9 @@
 A gated route on the loopback media server keeps one download open until the test opens the
 gate, so what the runner does meanwhile is observed, not timed: other partitions commit, later
 downloads of the same partition run (but do not commit past the open one), at most
-``max_in_flight`` requests are started, and a worker stopped with work in flight leaves it to the
-next one, which commits every request exactly once.
+``max_in_flight`` requests are started, finished requests queued behind the open one do not take
+the running slots another partition needs, and a worker stopped with work in flight leaves it to
+the next one, which commits every request exactly once.
 """
 
 from __future__ import annotations
@@ -113,6 +114,36 @@ def test_a_slow_download_holds_only_its_own_partitions_commit(settings: Settings
         assert sorted(_stored(settings)) == sorted(names), "each request stored exactly once"
         assert _committed_offsets(settings, 2) == [4, 3]
         assert all(server.hits(f"/{n}.png") == 1 for n in names if n != "slow"), "nothing downloaded twice"
+
+
+def test_a_partition_stuck_behind_a_slow_download_does_not_starve_the_others(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = _two_partitions(settings)
+    ensure_topics(settings)
+    stuck = ["slow", "a0", "a1", "a2", "a3", "a4"]
+    other = ["b0", "b1", "b2", "b3"]
+    _photos(tmp_path / "media", stuck + other)
+    with GatedServer(tmp_path / "media") as server:
+        first = [(0, MediaRequest(media_id="slow", url=server.url("gated/slow.png")))]
+        first += [(0, MediaRequest(media_id=n, url=server.url(f"{n}.png"))) for n in stuck[1:]]
+        _produce(settings, first)
+        with ThreadWorker(_runner(settings, 3, "fair")):
+            # partition 0 fills its share: the open download and two finished ones behind it
+            wait_for(lambda: server.hits("/a0.png") == 1 and server.hits("/a1.png") == 1, 60, "a0 and a1")
+            time.sleep(0.5)  # a window in which a runner without a per-partition share would start a2
+            assert server.hits("/a2.png") == 0, "partition 0 holds at most max_in_flight uncommitted"
+            # only now does partition 1 get work: every slot it could use is held by partition 0
+            _produce(settings, [(1, MediaRequest(media_id=n, url=server.url(f"{n}.png"))) for n in other])
+            wait_for(lambda: sorted(_stored(settings)) == other, 60, "partition 1 while partition 0 is stuck")
+            assert server.hits("/a2.png") == 0, "partition 0 still holds its share"
+            held, free = _committed_offsets(settings, 2)
+            assert held < 0 and free == 4, (held, free)  # partition 0: no commit past 'slow' yet
+            server.gate.set()
+            wait_for(lambda: len(_stored(settings)) == len(stuck + other), 60, "every frame")
+        assert sorted(_stored(settings)) == sorted(stuck + other), "each request stored exactly once"
+        assert _committed_offsets(settings, 2) == [6, 4]
+        assert all(server.hits(f"/{n}.png") == 1 for n in stuck[1:] + other), "nothing downloaded twice"
 
 
 def test_in_flight_is_bounded_and_a_stopped_worker_leaves_its_work_to_the_next(
