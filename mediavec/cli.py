@@ -9,6 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
+from confluent_kafka import KafkaException
+from pydantic import ValidationError
+
 from mediavec.cli_publish import add_publish
 from streams.settings import Settings, load_settings
 
@@ -356,7 +360,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ValidationError as invalid:  # its text never holds the input values (hide_input_in_errors)
+        print(f"mediavec: invalid settings: {invalid}", file=sys.stderr)
+        return 2
     from streams import logctx
 
     level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper(), logging.INFO)
@@ -365,6 +373,21 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except KafkaException as exc:
+        kafka = settings.kafka
+        where = f"{kafka.bootstrap_servers} ({kafka.security_protocol}"
+        where += f", {kafka.sasl_mechanism})" if kafka.sasl_mechanism else ")"
+        return _fail(f"Kafka at {where}: {exc.args[0].str() if exc.args else exc}", args.verbose)
+    except psycopg.OperationalError as exc:
+        return _fail(f"PostgreSQL: {exc}", args.verbose)
+
+
+def _fail(message: str, verbose: bool) -> int:
+    """One clear line for a failure of a service (the log lines above it say why); -v adds the traceback."""
+    if verbose:
+        logging.getLogger("mediavec.cli").debug("traceback", exc_info=True)
+    print(f"mediavec: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

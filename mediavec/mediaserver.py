@@ -33,6 +33,7 @@ import re
 import struct
 import threading
 import zlib
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
-__all__ = ["Canary", "MediaServer", "Served", "write_pixel_bomb"]
+__all__ = ["AppServer", "Canary", "LoopThread", "MediaServer", "Served", "write_pixel_bomb"]
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -83,7 +84,7 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
-class _LoopThread:
+class LoopThread:
     """An asyncio loop in a daemon thread, for servers that tests drive from the main thread."""
 
     def __init__(self, name: str) -> None:
@@ -101,26 +102,24 @@ class _LoopThread:
             self.loop.close()
 
 
-class MediaServer:
-    """Serve ``root`` and the failure routes on ``host:port`` (port 0 picks a free one)."""
+class AppServer(ABC):
+    """An aiohttp application on ``host:port`` (port 0 picks a free one), served from a loop thread.
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, keep_log: int | None = None) -> None:
-        self.root = Path(root).resolve()
+    Subclasses build the application in :meth:`_app`; ``with`` starts and stops it.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port
-        self._lock = threading.Lock()
-        self._log: deque[str] = deque(maxlen=keep_log)  # maxlen None: every request
-        self._served: deque[Served] = deque(maxlen=keep_log)
-        self._flaky: Counter[str] = Counter()
-        self._in_flight = 0
-        self._max_in_flight = 0
-        self._thread: _LoopThread | None = None
+        self._thread: LoopThread | None = None
         self._runner: web.AppRunner | None = None
 
-    # -- lifecycle ------------------------------------------------------------------------------
+    @abstractmethod
+    def _app(self) -> web.Application:
+        """The application to serve, made at :meth:`start`."""
 
     def start(self) -> Self:
-        self._thread = _LoopThread(f"mediaserver-{self.host}")
+        self._thread = LoopThread(f"{type(self).__name__.lower()}-{self.host}")
         self._runner = web.AppRunner(self._app(), handler_cancellation=True, shutdown_timeout=0.5)
         self.port = self._thread.run(self._listen(self._runner))
         return self
@@ -147,11 +146,25 @@ class MediaServer:
     ) -> None:
         self.stop()
 
-    # -- test helpers -----------------------------------------------------------------------------
-
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+class MediaServer(AppServer):
+    """Serve ``root`` and the failure routes on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, keep_log: int | None = None) -> None:
+        super().__init__(host, port)
+        self.root = Path(root).resolve()
+        self._lock = threading.Lock()
+        self._log: deque[str] = deque(maxlen=keep_log)  # maxlen None: every request
+        self._served: deque[Served] = deque(maxlen=keep_log)
+        self._flaky: Counter[str] = Counter()
+        self._in_flight = 0
+        self._max_in_flight = 0
+
+    # -- test helpers -----------------------------------------------------------------------------
 
     def url(self, path: str) -> str:
         """Absolute URL of ``path`` on this server (``"a.jpg"`` or ``"/status/404/a.jpg"``)."""
@@ -328,7 +341,7 @@ class Canary:
         self.port = port
         self._hits = 0
         self._lock = threading.Lock()
-        self._thread: _LoopThread | None = None
+        self._thread: LoopThread | None = None
         self._server: asyncio.Server | None = None
 
     @property
@@ -340,7 +353,7 @@ class Canary:
         return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
 
     def start(self) -> Canary:
-        self._thread = _LoopThread("canary")
+        self._thread = LoopThread("canary")
         self._server = self._thread.run(asyncio.start_server(self._on_connect, self.host, self.port))
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self

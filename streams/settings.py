@@ -12,10 +12,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_FROZEN = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)  # errors never echo a secret
 
 
 class KafkaSettings(BaseModel):
@@ -31,9 +31,32 @@ class KafkaSettings(BaseModel):
     ssl_key_location: str | None = None
     ssl_key_password: SecretStr | None = None
     oauthbearer_config: SecretStr | None = None
+    oauthbearer_method: Literal["default", "oidc"] = Field(
+        "default",
+        description="OAUTHBEARER token source: 'oidc' fetches JWTs from an OAuth 2.0 token endpoint "
+        "(client credentials grant) and refreshes them before they expire.",
+    )
+    oauthbearer_client_id: str | None = None
+    oauthbearer_client_secret: SecretStr | None = None
+    oauthbearer_token_endpoint_url: str | None = None
+    oauthbearer_scope: str | None = None
+    oauthbearer_extensions: str | None = Field(None, description="SASL extensions, 'key=value,key=value'.")
+    https_ca_location: str | None = Field(None, description="CA file for an https token endpoint.")
     transaction_timeout_ms: int = 120_000
     max_poll_interval_ms: int = 300_000
     session_timeout_ms: int = 45_000
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> KafkaSettings:
+        if self.sasl_mechanism == "OAUTHBEARER" and self.oauthbearer_method == "oidc":
+            missing = [
+                f"MEDIAVEC_KAFKA__{name.upper()}"
+                for name in ("oauthbearer_client_id", "oauthbearer_client_secret", "oauthbearer_token_endpoint_url")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"OAUTHBEARER with method 'oidc' needs {', '.join(missing)}")
+        return self
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka settings common to producers, consumers and the admin client."""
@@ -52,6 +75,16 @@ class KafkaSettings(BaseModel):
             "ssl.key.password": self.ssl_key_password,
             "sasl.oauthbearer.config": self.oauthbearer_config,
         }
+        if self.sasl_mechanism == "OAUTHBEARER" and self.oauthbearer_method == "oidc":
+            optional |= {
+                "sasl.oauthbearer.method": "oidc",
+                "sasl.oauthbearer.client.id": self.oauthbearer_client_id,
+                "sasl.oauthbearer.client.secret": self.oauthbearer_client_secret,
+                "sasl.oauthbearer.token.endpoint.url": self.oauthbearer_token_endpoint_url,
+                "sasl.oauthbearer.scope": self.oauthbearer_scope,
+                "sasl.oauthbearer.extensions": self.oauthbearer_extensions,
+                "https.ca.location": self.https_ca_location,
+            }
         for key, value in optional.items():
             if value is not None:
                 conf[key] = value.get_secret_value() if isinstance(value, SecretStr) else value
@@ -227,7 +260,9 @@ class DevStackSettings(BaseModel):
 class Settings(BaseSettings):
     """Every setting of every mediavec service."""
 
-    model_config = SettingsConfigDict(env_prefix="MEDIAVEC_", env_nested_delimiter="__", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="MEDIAVEC_", env_nested_delimiter="__", frozen=True, extra="forbid", hide_input_in_errors=True
+    )
     data_dir: Path = Field(Path(".mediavec"), description="Local state: dev stack, embedded stores.")
     metrics_port: int = Field(0, description="Prometheus port for this worker; 0 picks none.")
     log_level: str = "INFO"

@@ -8,7 +8,8 @@ stack's own CA, :mod:`mediavec.devstack.tls`), both with PLAIN and SCRAM-SHA-512
 whose generated password lives in :mod:`mediavec.devstack.credentials`. The PLAIN user is declared in the
 listener's JAAS config (so ``server.properties`` is written 0600); the SCRAM credential is
 upserted through the admin API once the broker answers, which works on storage formatted before
-the listener existed.
+the listener existed. The SASL_SSL listener also takes OAUTHBEARER: JWTs from the stack's own
+OIDC issuer (:mod:`mediavec.devstack.oidc`), checked against its JWKS file, issuer and audience.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from mediavec.devstack import credentials, tls
+from mediavec.devstack import credentials, oidc, tls
 from mediavec.devstack.procs import (
     DevStackError,
     port_open,
@@ -54,6 +55,7 @@ MAIN_CLASS = "kafka.Kafka"
 NODE_ID = 1
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # frames carry JPEGs up to 8 MiB, plus headroom
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-512")
+TLS_MECHANISMS = (*SASL_MECHANISMS, "OAUTHBEARER")  # OIDC tokens only over TLS
 SCRAM_ITERATIONS = 8192
 
 
@@ -139,7 +141,28 @@ def _listener_props(settings: Settings) -> dict[str, object]:
     files = tls.ensure(settings)
     props["listener.name.sasl_ssl.ssl.keystore.type"] = "PEM"
     props["listener.name.sasl_ssl.ssl.keystore.location"] = files.broker_pem
+    props.update(_oauthbearer_props(settings, "listener.name.sasl_ssl"))
     return props
+
+
+def _oauthbearer_props(settings: Settings, prefix: str) -> dict[str, object]:
+    """OAUTHBEARER on the TLS listener: JWTs from the stack's issuer, checked against its JWKS file."""
+    issuer = oidc.ensure(settings)
+    return {
+        f"{prefix}.sasl.enabled.mechanisms": ",".join(TLS_MECHANISMS),
+        f"{prefix}.oauthbearer.sasl.jaas.config": (
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;"
+        ),
+        f"{prefix}.oauthbearer.sasl.server.callback.handler.class": (
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler"
+        ),
+        # Kafka 4.1's default (DefaultJwtValidator, made without a key resolver) falls back to the
+        # client-side validator, which does not check signatures: name the broker's one.
+        "sasl.oauthbearer.jwt.validator.class": "org.apache.kafka.common.security.oauthbearer.BrokerJwtValidator",
+        "sasl.oauthbearer.jwks.endpoint.url": issuer.jwks_url,
+        "sasl.oauthbearer.expected.audience": oidc.AUDIENCE,
+        "sasl.oauthbearer.expected.issuer": oidc.ISSUER,
+    }
 
 
 def _sasl_props(settings: Settings, prefix: str) -> dict[str, object]:
@@ -223,6 +246,8 @@ def _java_cmd(settings: Settings, heap: str, main: str, *args: str) -> list[str]
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         f"-Dkafka.logs.dir={paths.logs}",
+        # Kafka 4 reads OAuth URLs (here the issuer's JWKS file) only when they are allowed by name
+        f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={oidc.OidcFiles.of(settings).jwks_url}",
         "-cp",
         f"{paths.lib}/*",
         main,

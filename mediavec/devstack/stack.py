@@ -6,9 +6,10 @@ the Python process that started them; ``down`` stops them through their PID file
 holds ``<data_dir>/devstack.lock`` so two processes working on one stack take turns.
 
 Besides the open PLAINTEXT listener the broker has SASL_PLAINTEXT and SASL_SSL ones (PLAIN,
-SCRAM-SHA-512; TLS with a certificate from the stack's own CA) and PostgreSQL a password-checked
-role; :mod:`mediavec.devstack.credentials` and :mod:`mediavec.devstack.tls` give clients settings
-for them. No credential is ever part of a :class:`StackInfo` or of what it prints.
+SCRAM-SHA-512; TLS with a certificate from the stack's own CA, where OAUTHBEARER with the stack's
+OIDC issuer works too) and PostgreSQL a password-checked role; :mod:`mediavec.devstack.credentials`,
+:mod:`mediavec.devstack.tls` and :mod:`mediavec.devstack.oidc` give clients settings for them. No
+credential is ever part of a :class:`StackInfo` or of what it prints.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class StackInfo:
             lines.append(f"  {'kafka sasl':<10} {'SASL_PLAINTEXT':<20} {self.sasl_bootstrap_servers} ({mechanisms})")
         if self.tls_bootstrap_servers:
             lines.append(f"  {'kafka tls':<10} {'SASL_SSL':<20} {self.tls_bootstrap_servers} (CA: {self.tls_ca_file})")
+            mechanisms = ", ".join(kafka.TLS_MECHANISMS)
+            lines.append(f"  {'':<10} {mechanisms}; OIDC tokens: python -m mediavec.devstack.oidc")
         if self.credentials_file is not None:
             lines.append(f"  {'':<10} users {credentials.KAFKA_USER!r} (Kafka), {postgres.APP_ROLE!r} (PostgreSQL)")
             lines.append(f"  {'':<10} passwords in {self.credentials_file}")

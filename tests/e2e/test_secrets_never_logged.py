@@ -1,19 +1,21 @@
 """A full run with every secret configured prints none of them, anywhere.
 
 The run: fetch, embed and the three sinks as worker processes (logging at DEBUG), fetch logged in
-with SASL/PLAIN on the broker's SASL_PLAINTEXT listener (and logging JSON lines), the others with
-SCRAM-SHA-512 on its SASL_SSL listener (TLS, the broker's certificate checked against the stack's
-CA); PostgreSQL through a DSN that carries the stack role's password (pg_hba checks
-it: scram-sha-256); a Qdrant API key set (the store is embedded, so the key is unused, but it is
-in every worker's settings and must not be printed either); the encrypted index key in an
-environment variable. Real photos and a few bad inputs go through it, so the error and DLQ paths
-log too. Then CLI commands that print settings, progress and errors run with the same
-environment, some of them with a wrong password or a broken setting.
+with SASL/PLAIN on the broker's SASL_PLAINTEXT listener (and logging JSON lines), the encrypted
+index's sink with OAUTHBEARER on the SASL_SSL listener (JWTs from the stack's OIDC token endpoint,
+fetched with a client secret), the others with SCRAM-SHA-512 on that TLS listener (the broker's
+certificate checked against the stack's CA); PostgreSQL through a DSN that carries the stack
+role's password (pg_hba checks it: scram-sha-256); a Qdrant API key set (the store is embedded,
+so the key is unused, but it is in every worker's settings and must not be printed either); the
+encrypted index key in an environment variable. Real photos and a few bad inputs go through it,
+so the error and DLQ paths log too. Then CLI commands that print settings, progress and errors
+run with the same environment, some of them with a wrong password, a wrong client secret or a broken setting.
 
 Afterwards every worker log, every CLI output, every file under the run's data directory
 (embedded Qdrant, encrypted index, media), the DLQ and the other pipeline topics, a text dump of
 the PostgreSQL tables, and the broker's and PostgreSQL's own logs are searched for each secret:
-the passwords and the API key as given, the index key raw, as hex (both cases) and as base64.
+the passwords, the OIDC client secret, every access token issued and the API key as given, the
+index key raw, as hex (both cases) and as base64.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from mediavec.devstack import credentials, kafka, postgres, tls
+from mediavec.devstack import credentials, kafka, oidc, postgres, tls
 from mediavec.encindex.keys import generate_key
 from mediavec.localworkers import LocalWorkers
 from mediavec.mediaserver import MediaServer
@@ -66,6 +68,8 @@ class Secrets:
     wrong_kafka_password: str  # what a misconfigured client sends is just as secret
     wrong_postgres_password: str
     tls_key_line: bytes  # the first base64 line of the broker's private key (PEM)
+    oidc_client_secret: str
+    wrong_oidc_secret: str
 
     def needles(self) -> dict[str, bytes]:
         key = self.index_key
@@ -81,6 +85,8 @@ class Secrets:
             "index key (HEX)": key.hex().upper().encode(),
             "index key (base64)": base64.b64encode(key),
             "broker TLS private key": self.tls_key_line,
+            "OIDC client secret": self.oidc_client_secret.encode(),
+            "wrong OIDC client secret": self.wrong_oidc_secret.encode(),
         }
 
 
@@ -88,6 +94,8 @@ class Secrets:
 class Secured:
     scram: Settings  # every stage but fetch, and most CLI commands
     plain: Settings  # the fetch worker and a few CLI commands
+    oauth: Settings  # the encrypted index's sink and a CLI command: OAUTHBEARER with OIDC tokens
+    tokens: oidc.TokenEndpoint  # what issued them (its ``issued`` are secrets too)
     secrets: Secrets
     env: dict[str, str]  # what each process gets besides its settings: the index key variable
 
@@ -99,10 +107,25 @@ def _over_sasl(
         sasl = tls.kafka_tls_settings(stack_settings, mechanism)
     else:
         sasl = credentials.kafka_sasl_settings(stack_settings, mechanism)  # the stack's credentials file
-    fields = ("bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password")
+    fields: tuple[str, ...] = (
+        "bootstrap_servers",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+    )
     fields += ("ssl_ca_location",)  # None on SASL_PLAINTEXT
     kafka_settings = settings.kafka.model_copy(update={f: getattr(sasl, f) for f in fields})
     return settings.model_copy(update={"kafka": kafka_settings})
+
+
+def _over_oidc(settings: Settings, stack_settings: Settings, token_url: str) -> Settings:
+    login = oidc.kafka_oidc_settings(stack_settings, token_url)
+    fields = [f for f in type(login).model_fields if f.startswith(("oauthbearer_", "sasl_", "ssl_"))]
+    fields += ["bootstrap_servers", "security_protocol"]
+    return settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={f: getattr(login, f) for f in fields})}
+    )
 
 
 @pytest.fixture
@@ -132,6 +155,8 @@ def secured(settings: Settings, stack_settings: Settings, monkeypatch: pytest.Mo
         wrong_kafka_password=secrets.token_urlsafe(24),
         wrong_postgres_password=secrets.token_urlsafe(24),
         tls_key_line=tls.ensure(stack_settings).broker_pem.read_bytes().splitlines()[1],
+        oidc_client_secret=oidc.client(stack_settings).client_secret.get_secret_value(),
+        wrong_oidc_secret=secrets.token_urlsafe(24),
     )
     scram = _over_sasl(base, stack_settings, "SCRAM-SHA-512", over_tls=True)
     # The PLAIN side also logs as JSON objects, so both formatters are searched.
@@ -144,7 +169,13 @@ def secured(settings: Settings, stack_settings: Settings, monkeypatch: pytest.Mo
     env = plain.to_env()
     assert env["MEDIAVEC_KAFKA__BOOTSTRAP_SERVERS"] == credentials.sasl_bootstrap_servers(stack_settings)
     assert env["MEDIAVEC_KAFKA__SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
-    yield Secured(scram=scram, plain=plain, secrets=found, env={KEY_ENV: key.hex()})
+    with oidc.TokenEndpoint(stack_settings) as endpoint:
+        oauth = _over_oidc(base, stack_settings, endpoint.url)
+        env = oauth.to_env()
+        assert env["MEDIAVEC_KAFKA__SASL_MECHANISM"] == "OAUTHBEARER"
+        assert env["MEDIAVEC_KAFKA__OAUTHBEARER_METHOD"] == "oidc"
+        assert env["MEDIAVEC_KAFKA__OAUTHBEARER_CLIENT_SECRET"] == found.oidc_client_secret
+        yield Secured(scram, plain, oauth, endpoint, found, env={KEY_ENV: key.hex()})
     postgres.drop_database(stack_settings, database)
 
 
@@ -179,13 +210,14 @@ def _run_pipeline(sec: Secured, corpus: Corpus, log_dir: Path) -> str:
     run_id = new_run_id()
     tracker = RunTracker(sec.scram, run_id, total)
     fetch = LocalWorkers(sec.plain, log_dir, "secrets", extra_env=sec.env).start(STAGES[:1])
-    rest = LocalWorkers(sec.scram, log_dir, "secrets", extra_env=sec.env).start(STAGES[1:])
+    rest = LocalWorkers(sec.scram, log_dir, "secrets", extra_env=sec.env).start(STAGES[1:4])
+    oauth = LocalWorkers(sec.oauth, log_dir, "secrets", extra_env=sec.env).start(STAGES[4:])
     try:
         publish(sec.scram, _requests(corpus, run_id), show_progress=False)
         _publish_invalid(sec.plain, corpus, run_id)
         deadline = time.monotonic() + 300
         while tracker.poll(1.0).done < total:
-            dead = fetch.dead() + rest.dead()
+            dead = fetch.dead() + rest.dead() + oauth.dead()
             assert not dead, f"workers exited: {dead}; see {log_dir}"
             assert time.monotonic() < deadline, f"stuck at {tracker.progress}"
         assert tracker.progress.stored == len(corpus.good)
@@ -194,6 +226,7 @@ def _run_pipeline(sec: Secured, corpus: Corpus, log_dir: Path) -> str:
         tracker.close()
         fetch.stop()
         rest.stop()
+        oauth.stop()
     return run_id
 
 
@@ -227,6 +260,7 @@ def _run_cli_commands(sec: Secured, run_id: str, out_dir: Path, n_letters: int) 
         _cli(scram, env, out_dir, "-v", "search", "--text", "a photo", "--collection", "e2e", "--store", "all"),
         _cli(scram, env, out_dir, "search", "--text", "a photo", "--collection", "no-such-collection"),
         _cli(scram, env, out_dir, "-v", "metadb", "migrate"),
+        _cli(sec.oauth, env, out_dir, "-v", "status"),
     ]
     ok = {r.args: r for r in runs}
     assert all(r.returncode == 0 for r in runs[:5] + runs[6:]), [(r.args, r.output[-2000:]) for r in runs]
@@ -237,6 +271,7 @@ def _run_cli_commands(sec: Secured, run_id: str, out_dir: Path, n_letters: int) 
     assert b"good-" in runs[4].output, runs[4].output[-2000:]
     assert runs[5].returncode == 2 and b"no-such-collection" in runs[5].output
     assert b"schema is up to date" in runs[6].output
+    assert b"sink-encrypted" in runs[7].output, runs[7].output[-2000:]
     return runs + _failing_cli_commands(sec, out_dir)
 
 
@@ -250,18 +285,25 @@ def _failing_cli_commands(sec: Secured, out_dir: Path) -> list[CliRun]:
     """Errors print too: a settings validation error, refused logins, a missing database."""
     bad_setting = {**sec.env, "MEDIAVEC_KAFKA__SECURITY_PROTOCOL": "BOGUS"}
     invalid = _cli(sec.scram, bad_setting, out_dir, "-v", "dlq", "list")
-    assert invalid.returncode != 0 and b"security_protocol" in invalid.output, invalid.output[-2000:]
+    assert invalid.returncode == 2 and b"security_protocol" in invalid.output, invalid.output[-2000:]
+    assert b"mediavec: invalid settings" in invalid.output and b"Traceback" not in invalid.output
     wrong = _with(sec.scram, kafka={"sasl_password": SecretStr(sec.secrets.wrong_kafka_password)})
     refused = _cli(wrong, sec.env, out_dir, "-v", "dlq", "list")
-    assert refused.returncode != 0 and b"Authentication failed" in refused.output, refused.output[-2000:]
+    assert refused.returncode == 1 and b"Authentication failed" in refused.output, refused.output[-2000:]
+    assert b"mediavec: Kafka at " in refused.output, refused.output[-2000:]
     dsn = sec.secrets.postgres_dsn
     wrong_pw = dsn.split(" password=")[0] + f" password={sec.secrets.wrong_postgres_password}"
     no_login = _cli(_with(sec.scram, postgres={"dsn": SecretStr(wrong_pw)}), sec.env, out_dir, "metadb", "migrate")
-    assert no_login.returncode != 0 and b"password authentication failed" in no_login.output, no_login.output[-2000:]
+    assert no_login.returncode == 1 and b"password authentication failed" in no_login.output, no_login.output[-2000:]
+    assert b"mediavec: PostgreSQL: " in no_login.output and b"Traceback" not in no_login.output
     no_db = _with(sec.scram, postgres={"dsn": SecretStr(dsn.replace("dbname=", "dbname=no_such_db_"))})
     missing = _cli(no_db, sec.env, out_dir, "-v", "metadb", "migrate")
     assert missing.returncode != 0 and b"does not exist" in missing.output, missing.output[-2000:]
-    return [invalid, refused, no_login, missing]
+    wrong_oidc = _with(sec.oauth, kafka={"oauthbearer_client_secret": SecretStr(sec.secrets.wrong_oidc_secret)})
+    no_token = _cli(wrong_oidc, sec.env, out_dir, "-v", "dlq", "list")
+    assert no_token.returncode == 1 and b"invalid_client" in no_token.output, no_token.output[-2000:]
+    assert b"Failed to retrieve OIDC token" in no_token.output and b"mediavec: Kafka at " in no_token.output
+    return [invalid, refused, no_login, missing, no_token]
 
 
 def _postgres_dump(settings: Settings, stack_settings: Settings) -> bytes:
@@ -326,7 +368,8 @@ def test_a_full_run_over_sasl_prints_no_secret_anywhere(
         ("PostgreSQL tables", _postgres_dump(sec.scram, stack_settings)),
         *_file_sources(server_logs),
     ]
-    needles = sec.secrets.needles()
+    assert sec.tokens.issued and sec.tokens.refused, "tokens were issued, and refused for the wrong secret"
+    needles = sec.secrets.needles() | {f"OIDC access token {i}": t.encode() for i, t in enumerate(sec.tokens.issued)}
 
     leaks = _leaks(needles, sources)
     assert not leaks, f"secrets found (secret, where): {leaks}"

@@ -1,5 +1,6 @@
-"""The dev stack's authenticated doors: Kafka's SASL listener (PLAIN, SCRAM-SHA-512) and a
-PostgreSQL role whose password is checked; their generated passwords stay in a 0600 file."""
+"""The dev stack's authenticated doors: Kafka's SASL listeners (PLAIN, SCRAM-SHA-512; over TLS also
+OAUTHBEARER with JWTs from the stack's OIDC issuer) and a PostgreSQL role whose password is
+checked; their generated passwords, keys and client secret stay in 0600 files."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 from pydantic import SecretStr
 
-from mediavec.devstack import credentials, kafka, postgres, tls
+from mediavec.devstack import credentials, kafka, oidc, postgres, tls
 from mediavec.devstack.stack import StackInfo, status
 from streams.kafka import admin, producer
 from streams.settings import Settings
@@ -148,3 +149,39 @@ def test_tls_keys_are_private_files(stack: StackInfo, stack_settings: Settings) 
     ca = files.ca_cert.read_bytes()
     assert b"PRIVATE KEY" not in ca
     assert tls.ensure(stack_settings) == files and files.ca_cert.read_bytes() == ca, "kept while valid"
+
+
+def test_oauthbearer_over_tls_logs_in_with_a_token_from_the_oidc_endpoint(
+    stack: StackInfo, stack_settings: Settings
+) -> None:
+    with oidc.TokenEndpoint(stack_settings) as endpoint:
+        settings = stack_settings.model_copy(update={"kafka": oidc.kafka_oidc_settings(stack_settings, endpoint.url)})
+        assert settings.kafka.client_config()["sasl.oauthbearer.method"] == "oidc"
+        topic = f"devstack-oidc.{uuid.uuid4().hex[:10]}"
+        client = admin(settings)
+        client.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+        p = producer(settings)
+        p.produce(topic, value=b"with a JWT")
+        assert p.flush(30) == 0
+        assert [m.value for m in read_topic(settings, topic)] == [b"with a JWT"]
+        assert endpoint.issued and endpoint.refused == 0, "every client fetched its own token"
+    assert "OAUTHBEARER" in stack.describe()
+
+
+def test_oauthbearer_is_refused_a_wrong_secret_and_a_token_from_another_issuer(
+    stack: StackInfo, stack_settings: Settings, tmp_path: Path
+) -> None:
+    with oidc.TokenEndpoint(stack_settings) as endpoint:
+        wrong = oidc.kafka_oidc_settings(stack_settings, endpoint.url, secret=SecretStr("not-the-secret"))
+        with pytest.raises(KafkaException):
+            admin(stack_settings.model_copy(update={"kafka": wrong})).list_topics(timeout=5)
+        assert endpoint.refused >= 1 and not endpoint.issued, "no token for a wrong secret"
+    stranger = stack_settings.model_copy(update={"data_dir": tmp_path})  # its own key and client
+    with oidc.TokenEndpoint(stranger) as elsewhere:
+        foreign = oidc.kafka_oidc_settings(stranger, elsewhere.url).model_copy(
+            update={"bootstrap_servers": stack.tls_bootstrap_servers, "ssl_ca_location": str(stack.tls_ca_file)}
+        )
+        with pytest.raises(KafkaException) as refused:
+            admin(stack_settings.model_copy(update={"kafka": foreign})).list_topics(timeout=5)
+        assert elsewhere.issued, "a well-formed token from an issuer the broker does not trust"
+    assert refused.value.args[0].name() in ("_TRANSPORT", "_AUTHENTICATION"), refused.value

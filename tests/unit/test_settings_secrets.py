@@ -24,6 +24,7 @@ KNOWN_SECRETS = {
     "kafka.sasl_password",
     "kafka.ssl_key_password",
     "kafka.oauthbearer_config",
+    "kafka.oauthbearer_client_secret",
     "qdrant.api_key",
     "postgres.dsn",
 }
@@ -121,6 +122,24 @@ def test_a_validation_error_does_not_echo_a_secret(monkeypatch: pytest.MonkeyPat
         Settings()
     assert "security_protocol" in str(invalid.value)
     assert not [v for v in values.values() if v in str(invalid.value) or v in repr(invalid.value)]
+
+
+def test_an_incomplete_oidc_login_names_what_is_missing_and_echoes_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = _values()
+    for (group, name), value in values.items():
+        monkeypatch.setenv(f"MEDIAVEC_{group.upper()}__{name.upper()}", value)
+    monkeypatch.setenv("MEDIAVEC_KAFKA__SASL_MECHANISM", "OAUTHBEARER")
+    monkeypatch.setenv("MEDIAVEC_KAFKA__OAUTHBEARER_METHOD", "oidc")
+    monkeypatch.setenv("MEDIAVEC_KAFKA__OAUTHBEARER_CLIENT_ID", "mediavec-fetch")
+    with pytest.raises(ValueError) as invalid:
+        Settings()
+    assert "MEDIAVEC_KAFKA__OAUTHBEARER_TOKEN_ENDPOINT_URL" in str(invalid.value)
+    assert "CLIENT_SECRET" not in str(invalid.value), "the secret is set; only the URL is missing"
+    assert not [v for v in values.values() if v in str(invalid.value) or v in repr(invalid.value)]
+    monkeypatch.setenv("MEDIAVEC_KAFKA__OAUTHBEARER_TOKEN_ENDPOINT_URL", "https://127.0.0.1:1/token")
+    conf = Settings().kafka.client_config()
+    assert conf["sasl.oauthbearer.method"] == "oidc"
+    assert conf["sasl.oauthbearer.client.secret"] == values[("kafka", "oauthbearer_client_secret")]
 
 
 def test_workers_receive_the_secrets_through_their_environment_only() -> None:
