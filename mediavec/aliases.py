@@ -117,10 +117,9 @@ class QdrantAliases(AliasBook):
 
 def alias_book(settings: Settings) -> AliasBook:
     if settings.qdrant.url:
-        from qdrant_client import QdrantClient
+        from mediavec.vectorstore.server import remote_client
 
-        key = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None
-        return QdrantAliases(QdrantClient(url=settings.qdrant.url, api_key=key))
+        return QdrantAliases(remote_client(settings.qdrant))
     return FileAliases(settings.qdrant_path)
 
 

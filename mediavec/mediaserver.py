@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import re
+import ssl
 import struct
 import threading
 import zlib
@@ -108,9 +109,10 @@ class AppServer(ABC):
     Subclasses build the application in :meth:`_app`; ``with`` starts and stops it.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context  # serve https with it
         self._thread: LoopThread | None = None
         self._runner: web.AppRunner | None = None
 
@@ -126,7 +128,7 @@ class AppServer(ABC):
 
     async def _listen(self, runner: web.AppRunner) -> int:
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         return int(runner.addresses[0][1])
 
@@ -148,7 +150,7 @@ class AppServer(ABC):
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
 
 class MediaServer(AppServer):

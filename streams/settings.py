@@ -227,6 +227,10 @@ class QdrantSettings(BaseModel):
     model_config = _FROZEN
     url: str | None = Field(None, description="Qdrant server URL; unset means the embedded store.")
     api_key: SecretStr | None = None
+    ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) that signs an https server's certificate; default the system's."
+    )
+    timeout_s: int = Field(30, description="Per-request timeout against a server.")
     path: Path | None = Field(None, description="Embedded store directory (default DATA_DIR/qdrant).")
     backend: Literal["edge", "local"] = Field("edge", description="Embedded backend when url is unset.")
 

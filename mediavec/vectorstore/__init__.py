@@ -51,8 +51,7 @@ def open_store(settings: Settings) -> QdrantStore:
     if qdrant.url:
         from mediavec.vectorstore.server import ServerStore
 
-        api_key = qdrant.api_key.get_secret_value() if qdrant.api_key is not None else None
-        return ServerStore.connect(qdrant.url, api_key=api_key)
+        return ServerStore.connect(qdrant)
     if qdrant.backend == "local":
         from mediavec.vectorstore.server import ServerStore
 

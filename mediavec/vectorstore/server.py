@@ -18,6 +18,7 @@ payload indexes (the client warns and ignores them), so none is asked for there.
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,6 +46,7 @@ from mediavec.vectorstore.base import (
     offset_point_id,
 )
 from mediavec.vectorstore.lock import DirLock
+from streams.settings import QdrantSettings
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +64,9 @@ class ServerStore(QdrantStore):
         self._closed = False
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None = None, timeout_s: int = 30) -> ServerStore:
-        """A Qdrant server; api_key is passed to the client and never logged."""
-        logger.info("using Qdrant server at %s", _safe_url(url))
-        return cls(QdrantClient(url=url, api_key=api_key, timeout=timeout_s))
+    def connect(cls, qdrant: QdrantSettings) -> ServerStore:
+        """A Qdrant server; the API key goes to the client and is never logged."""
+        return cls(remote_client(qdrant))
 
     @classmethod
     def local(cls, path: Path) -> ServerStore:
@@ -229,3 +230,21 @@ def _safe_url(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def remote_client(qdrant: QdrantSettings) -> QdrantClient:
+    """A client of the server at ``qdrant.url``: its API key, and TLS verified against ``ca_file``.
+
+    Without ``ca_file`` an https URL is verified against the system's CAs; a certificate the CA did
+    not sign fails the first request (an ``ssl.SSLCertVerificationError`` inside the client's error).
+    """
+    if not qdrant.url:
+        raise ValueError("no Qdrant server URL (MEDIAVEC_QDRANT__URL)")
+    options: dict[str, Any] = {}
+    if qdrant.ca_file is not None:
+        if not qdrant.url.startswith("https://"):
+            raise ValueError("MEDIAVEC_QDRANT__CA_FILE is set but MEDIAVEC_QDRANT__URL is not https")
+        options["verify"] = ssl.create_default_context(cafile=str(qdrant.ca_file))
+    key = qdrant.api_key.get_secret_value() if qdrant.api_key is not None else None
+    logger.info("using Qdrant server at %s", _safe_url(qdrant.url))
+    return QdrantClient(url=qdrant.url, api_key=key, timeout=qdrant.timeout_s, **options)
