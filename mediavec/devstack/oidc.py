@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -114,8 +115,10 @@ def ensure(settings: Settings) -> OidcFiles:
         client = {"client_id": CLIENT_ID, "client_secret": secrets.token_urlsafe(32)}
         write_private(files.client, json.dumps(client) + "\n", replace=False)
     jwks = json.dumps(_jwks(_load_key(files))) + "\n"
-    if not files.jwks.exists() or files.jwks.read_text() != jwks:
-        files.jwks.write_text(jwks)
+    if not files.jwks.exists() or files.jwks.read_text() != jwks:  # public: readable by all, moved into place
+        tmp = files.jwks.with_name(f".{files.jwks.name}.{os.getpid()}.tmp")
+        tmp.write_text(jwks)
+        os.replace(tmp, files.jwks)
     return files
 
 
