@@ -7,6 +7,7 @@ checked against the environment's budgets (loadtest/budgets/<environment>.json).
     .venv/bin/python -m loadtest.loadgen run --budget cpu-2core             # ~2 minutes at the budget's rate
     .venv/bin/python -m loadtest.loadgen run --budget cpu-2core --fast      # capacity: a closed loop
     .venv/bin/python -m loadtest.loadgen soak --budget cpu-2core            # 30 minutes; memory and lag flat?
+    .venv/bin/python -m loadtest.loadgen soak --from-json report.json       # render a saved soak (--json) again
     .venv/bin/python -m loadtest.loadgen compare --media 1000 --concurrency 32   # fetch stage vs img2dataset
 
 Each command writes its section of BENCHMARKS.md (``--no-write`` to skip) and exits 1 when a
@@ -77,8 +78,10 @@ def cmd_run(args: argparse.Namespace, budget: BudgetFile, work: Path) -> int:
 
 
 def cmd_soak(args: argparse.Namespace, budget: BudgetFile, work: Path) -> int:
-    profile = _profile(args, budget.loads["soak"])
-    report = _run(args, profile, work)
+    if args.from_json:  # the report a soak saved with --json: render it again, nothing runs
+        report = LoadReport.from_dict(json.loads(Path(args.from_json).read_text()))
+    else:
+        report = _run(args, _profile(args, budget.loads["soak"]), work)
     flat = trends(report)
     figures = measured(report, {k: v for k, v in flat.items() if k in ("rss_growth_mb_per_h", "lag_growth_per_h")})
     violations = check(figures, budget.budgets["soak"])
@@ -163,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--minutes", type=float, help="soak length (default: the budget's, 30)")
             p.add_argument("--plot", default=str(DEFAULT_PLOT), help="PNG of throughput, lag and memory")
+            p.add_argument("--from-json", help="render the report a soak saved with --json (runs nothing)")
     return ap
 
 

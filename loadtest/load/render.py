@@ -130,16 +130,18 @@ def soak_markdown(r: LoadReport, trends: dict[str, dict[str, float]], plot: str)
         "",
         f"![soak: throughput, lag and memory over time]({plot})",
         "",
-        "| process | RSS first -> last (MB) | RSS slope (MB/h) | lag first -> last | lag slope (/h) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| process | RSS first -> last (MB) | RSS slope (MB/h) | RSS slope, last half (MB/h) "
+        "| lag first -> last | lag slope (/h) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in sorted(trends["rss_growth_mb_per_h"]):
         lag = "- | -"
         if name in trends["lag_growth_per_h"]:
             first, last = trends["lag_first"][name], trends["lag_last"][name]
             lag = f"{first:.0f} -> {last:.0f} | {trends['lag_growth_per_h'][name]:+.0f}"
+        late = trends.get("rss_late_growth_mb_per_h", {}).get(name)
         rows.append(
             f"| {name} | {trends['rss_first_mb'][name]:.0f} -> {trends['rss_last_mb'][name]:.0f} | "
-            f"{trends['rss_growth_mb_per_h'][name]:+.1f} | {lag} |"
+            f"{trends['rss_growth_mb_per_h'][name]:+.1f} | {'-' if late is None else f'{late:+.1f}'} | {lag} |"
         )
     return "\n".join(rows) + "\n"

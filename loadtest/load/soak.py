@@ -2,7 +2,9 @@
 
 Flatness is a least-squares slope per hour over the samples after the first :data:`SETTLE` of the
 run (model loading, caches and connection pools fill at the start), plus the median of the first
-and last tenth of those samples, so a reader sees the size of a drift, not only its sign.
+and last tenth of those samples, so a reader sees the size of a drift, not only its sign. The
+slope over the last half of those samples on its own tells a leak (it keeps the whole slope) from
+memory that levels off (it falls towards zero).
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ def trends(report: LoadReport) -> dict[str, dict[str, float]]:
     lag = _settled([(t, {k: float(v) for k, v in d.items()}) for t, d in report.lag_series])
     out: dict[str, dict[str, float]] = {
         "rss_growth_mb_per_h": {},
+        "rss_late_growth_mb_per_h": {},
         "rss_first_mb": {},
         "rss_last_mb": {},
         "lag_growth_per_h": {},
+        "lag_late_growth_per_h": {},
         "lag_first": {},
         "lag_last": {},
     }
@@ -57,8 +61,10 @@ def trends(report: LoadReport) -> dict[str, dict[str, float]]:
         for name in names:
             points = [(t, d[name]) for t, d in series if name in d]
             growth = "rss_growth_mb_per_h" if prefix == "rss" else "lag_growth_per_h"
+            late = "rss_late_growth_mb_per_h" if prefix == "rss" else "lag_late_growth_per_h"
             first, last = ("rss_first_mb", "rss_last_mb") if prefix == "rss" else ("lag_first", "lag_last")
             out[growth][name] = slope_per_h(points)
+            out[late][name] = slope_per_h(points[len(points) // 2 :])
             out[first][name] = statistics.median(v for _, v in points[:tenth])
             out[last][name] = statistics.median(v for _, v in points[-tenth:])
     return out

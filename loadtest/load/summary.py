@@ -70,6 +70,18 @@ class LoadReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> LoadReport:
+        """A report read back from :meth:`to_dict`'s JSON (series rows become tuples again)."""
+        return cls(
+            **{
+                **doc,
+                "lag_series": [(t, d) for t, d in doc.get("lag_series", [])],
+                "rss_series": [(t, d) for t, d in doc.get("rss_series", [])],
+                "throughput_series": [(t, m, f) for t, m, f in doc.get("throughput_series", [])],
+            }
+        )
+
 
 @dataclass(frozen=True)
 class RunFacts:

@@ -211,6 +211,28 @@ def test_slope_and_trends() -> None:
     assert flat["rss_first_mb"]["embed"] < flat["rss_last_mb"]["embed"]
 
 
+def test_the_late_slope_tells_a_leak_from_memory_that_levels_off() -> None:
+    leak, plateau = _report(), _report()
+    hour = range(0, 3600, 60)
+    leak.rss_series = [(float(t), {"embed": 1000.0 + t / 120}) for t in hour]  # +30 MB/h throughout
+    plateau.rss_series = [(float(t), {"embed": 1000.0 + min(t, 1800) / 60}) for t in hour]  # +30 MB, then flat
+    leaking, levelling = trends(leak), trends(plateau)
+    assert leaking["rss_late_growth_mb_per_h"]["embed"] == pytest.approx(30.0)
+    assert levelling["rss_growth_mb_per_h"]["embed"] > 10.0, "the whole-window slope sees both alike"
+    assert levelling["rss_late_growth_mb_per_h"]["embed"] == pytest.approx(0.0, abs=0.5)
+    row = next(line for line in soak_markdown(plateau, levelling, "p.png").splitlines() if line.startswith("| embed"))
+    assert row.split("|")[4].strip() == "+0.0", row
+
+
+def test_a_report_survives_its_json(tmp_path: Path) -> None:
+    r = _report()
+    r.rss_series = [(0.0, {"embed": 1.0}), (5.0, {"embed": 2.0})]
+    r.lag_series = [(0.0, {"embed": 3})]
+    r.throughput_series = [(1.0, 2.0, 3.0)]
+    again = LoadReport.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert again == r
+
+
 def test_markdown_and_plot(tmp_path: Path) -> None:
     r = _report()
     text = run_markdown(r, "Load test", "python -m loadtest.loadgen run", "a machine", "cpu-2core", ["x: 1 > 0"])
