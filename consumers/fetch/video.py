@@ -15,7 +15,8 @@ come back with a :class:`DecodeError` (``truncated_video``, ``corrupt_video``,
 ``not_a_video``...) so the caller can publish and account for them.
 
 A source is bytes, a path, or a seekable binary file object (``read``/``seek``/``tell``), such as
-:class:`consumers.fetch.video_source.HttpRangeFile`; a file object is borrowed, never closed here.
+:class:`consumers.fetch.video_source.HttpRangeFile`; opening one and naming FFmpeg's failures is
+:mod:`consumers.fetch.video_container`.
 
 CPU-bound; FFmpeg releases the GIL while decoding, so the fetch stage can run this in a thread.
 """
@@ -25,53 +26,27 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-import os
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 import av
-import av.container
 import av.error
 import av.video.frame
-import av.video.stream
 from PIL import Image
 
 from consumers.fetch.decode import MAX_JPEG_BYTES, DecodeError
+from consumers.fetch.video_container import Source, classify, open_container, video_stream
 from consumers.fetch.video_sampling import Mode, Target, choose_mode, count_targets, keyframe_interval, targets
 
 logger = logging.getLogger(__name__)
 
 
-@runtime_checkable
-class Readable(Protocol):
-    """A seekable binary file object."""
-
-    def read(self, size: int = -1, /) -> bytes: ...
-
-    def seek(self, offset: int, whence: int = 0, /) -> int: ...
-
-    def tell(self) -> int: ...
-
-
-Source = bytes | str | os.PathLike[str] | Readable
 ModeChoice = Literal["auto", "seek", "sequential"]
 _EPS = 1e-6
 _PROBE_SCAN_S = 120.0
-# Container magic numbers: bytes that start like a video but do not open are broken, not foreign.
-_VIDEO_MAGIC: tuple[tuple[int, bytes], ...] = (
-    (4, b"ftyp"),  # MP4 / MOV / 3GP
-    (4, b"moov"),
-    (4, b"mdat"),
-    (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM
-    (8, b"AVI "),  # RIFF AVI
-    (0, b"OggS"),
-    (0, b"FLV"),
-    (0, b"\x00\x00\x01\xba"),  # MPEG-PS
-    (0, b"\x47"),  # MPEG-TS sync byte (weak: checked with a second sync below)
-)
 
 
 @dataclass(frozen=True)
@@ -123,9 +98,9 @@ class _Video:
         self._load()
 
     def _load(self) -> None:
-        self.container = _open(self.source)
+        self.container = open_container(self.source)
         try:
-            self.stream = _video_stream(self.container)
+            self.stream = video_stream(self.container)
         except DecodeError:
             self.container.close()
             raise
@@ -214,7 +189,7 @@ def probe(source: Source) -> VideoInfo:
         span = (times[-1] - times[0]) if len(times) > 1 else video.duration_s()
         return video.info(keyframe_interval(key_times, span))
     except av.error.FFmpegError as exc:
-        raise _classify(exc) from None
+        raise classify(exc) from None
     finally:
         video.close()
 
@@ -285,7 +260,7 @@ def _sample(
         run.mode = plan
         run.sequential(wanted) if plan == "sequential" else run.seek(wanted)
     except av.error.FFmpegError as exc:
-        return run.result(_classify(exc))
+        return run.result(classify(exc))
     except DecodeError as exc:
         return run.result(exc)
     return run.result(_truncation(run, wanted, duration))
@@ -394,73 +369,3 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
         if buf.tell() <= MAX_JPEG_BYTES:
             return buf.getvalue()
     raise DecodeError("frame_too_large", f"JPEG over {MAX_JPEG_BYTES} bytes even at low quality")
-
-
-def _open(source: Source) -> av.container.InputContainer:
-    head = source[:16] if isinstance(source, bytes) else _head(source)
-    if isinstance(source, bytes) and not source:
-        raise DecodeError("empty_body", "no bytes to decode")
-    try:
-        return av.open(_target(source), mode="r", metadata_errors="ignore")
-    except FileNotFoundError as exc:
-        raise DecodeError("not_found", f"no such file: {exc.filename}") from None
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        if _looks_like_video(head):
-            raise DecodeError("truncated_video", f"container will not open ({exc}); file cut short?") from None
-        raise DecodeError("not_a_video", f"bytes are not a readable video (starts with {head[:8].hex()})") from None
-
-
-def _target(source: Source) -> str | Readable:
-    if isinstance(source, bytes):
-        return io.BytesIO(source)
-    if isinstance(source, Readable):
-        source.seek(0)
-        return _Borrowed(source)
-    return os.fspath(source)
-
-
-class _Borrowed:
-    """A file object PyAV reads but cannot close (it closes its file when the container closes)."""
-
-    def __init__(self, inner: Readable) -> None:
-        self.read, self.seek, self.tell = inner.read, inner.seek, inner.tell
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-
-def _head(path: str | os.PathLike[str] | Readable) -> bytes:
-    if isinstance(path, Readable):
-        path.seek(0)
-        head = path.read(16)
-        path.seek(0)
-        return head
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(16)
-    except OSError:
-        return b""
-
-
-def _looks_like_video(head: bytes) -> bool:
-    if head[:1] == b"\x47":
-        return False  # one TS sync byte alone is too weak to call the bytes a video
-    return any(head[offset : offset + len(magic)] == magic for offset, magic in _VIDEO_MAGIC)
-
-
-def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
-    name = container.format.name
-    if name.endswith("_pipe") or name == "image2":
-        raise DecodeError("not_a_video", f"a still image ({name}), not a video")  # animated GIF passes
-    if not container.streams.video:
-        raise DecodeError("not_a_video", f"no video stream in {name}")
-    return container.streams.video[0]
-
-
-def _classify(exc: av.error.FFmpegError) -> DecodeError:
-    if isinstance(exc, EOFError):
-        return DecodeError("truncated_video", f"video data ends early: {exc}")
-    return DecodeError("corrupt_video", f"undecodable video data: {exc}")

@@ -45,9 +45,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import SecretStr
 
+from mediavec.appserver import AppServer
 from mediavec.devstack import tls
 from mediavec.devstack.credentials import write_private
-from mediavec.mediaserver import AppServer
 from streams.settings import KafkaSettings, Settings
 
 logger = logging.getLogger(__name__)

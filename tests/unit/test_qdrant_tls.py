@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 from qdrant_client.http.exceptions import UnexpectedResponse
 
+from mediavec.appserver import AppServer
 from mediavec.devstack import tls
-from mediavec.mediaserver import AppServer
 from mediavec.vectorstore.server import remote_client
 from streams.settings import QdrantSettings, Settings
 
