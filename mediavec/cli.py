@@ -149,9 +149,9 @@ def _dlq(args: argparse.Namespace) -> int:
     ]
     if args.action == "list":
         for e in entries:
-            dl = e.letter
-            print(f"{e.partition}@{e.offset}\t{dl.stage}\t{dl.error_class}\t{dl.media_id}\t{dl.reason}")
-        print(f"{len(entries)} entries")
+            print(json.dumps(e.summary()) if args.json else e.line())
+        if not args.json:
+            print(f"{len(entries)} entries")
     else:
         print(f"redriven {redrive(settings, entries)} events")
     return 0
@@ -318,6 +318,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("action", choices=["list", "redrive"])
     q.add_argument("--error-class")
     q.add_argument("--stage")
+    q.add_argument("--json", action="store_true", help="list: one JSON object per line, no original bytes")
     q.set_defaults(func=_dlq)
 
     rp = sub.add_parser("replay", help="re-consume a window of the requests topic into a new collection version")

@@ -38,13 +38,25 @@ def request_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
+# The version each event is written in. Every earlier version still decodes: its fingerprint picks
+# the writer schema and Avro schema resolution fills the newer fields with their defaults.
+CURRENT_VERSION = {"frame": 1, "vector_batch": 1, "dead_letter": 2}
+
+
 @cache
-def avro_schema(name: str, version: int = 1) -> tuple[Any, bytes]:
-    """Parsed Avro schema and its 8-byte fingerprint, for ``name`` (frame, vector_batch, ...)."""
-    raw = json.loads((SCHEMA_DIR / name / f"v{version}.avsc").read_text())
+def avro_schema(name: str, version: int | None = None) -> tuple[Any, bytes]:
+    """Parsed Avro schema and its 8-byte fingerprint, for ``name`` (frame, ...) at ``version`` (default: current)."""
+    raw = json.loads((SCHEMA_DIR / name / f"v{version or CURRENT_VERSION[name]}.avsc").read_text())
     parsed = fastavro.parse_schema(raw)
     fp = int(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"), 16)
     return parsed, struct.pack("<Q", fp)
+
+
+@cache
+def _writer_schemas(name: str) -> dict[bytes, Any]:
+    """Fingerprint -> parsed schema, for every version of ``name`` this code can read."""
+    versions = (avro_schema(name, v) for v in range(1, CURRENT_VERSION[name] + 1))
+    return {fp: parsed for parsed, fp in versions}
 
 
 def _encode(name: str, record: dict[str, Any]) -> bytes:
@@ -56,13 +68,14 @@ def _encode(name: str, record: dict[str, Any]) -> bytes:
 
 
 def _decode(name: str, data: bytes) -> dict[str, Any]:
-    parsed, fp = avro_schema(name)
+    reader, _ = avro_schema(name)
     if len(data) < 10 or data[:2] != MARKER:
         raise SchemaError(f"not an Avro single-object {name} event (bad marker)")
-    if data[2:10] != fp:
-        raise SchemaError(f"unknown {name} schema fingerprint {data[2:10].hex()}")
+    writer = _writer_schemas(name).get(data[2:10])
+    if writer is None:
+        raise SchemaError(f"unknown {name} schema fingerprint {data[2:10].hex()} (written by a newer mediavec?)")
     try:
-        record = fastavro.schemaless_reader(io.BytesIO(data[10:]), parsed, parsed)
+        record = fastavro.schemaless_reader(io.BytesIO(data[10:]), writer, reader)
     except Exception as exc:  # fastavro raises several types on garbage bytes
         raise SchemaError(f"corrupt {name} event: {exc}") from exc
     if not isinstance(record, dict):

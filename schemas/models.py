@@ -105,7 +105,7 @@ class Header:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """dead_letter v1: an event a stage could not process (Avro on media.dlq)."""
+    """dead_letter v2: an event a stage could not process (Avro on media.dlq)."""
 
     stage: str
     error_class: str
@@ -119,3 +119,4 @@ class DeadLetter:
     original_headers: tuple[Header, ...] = ()
     media_id: str = ""
     redrive_count: int = 0
+    details: dict[str, str] = field(default_factory=dict)

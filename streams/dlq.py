@@ -22,6 +22,35 @@ class DlqEntry:
     offset: int
     letter: DeadLetter
 
+    def line(self) -> str:
+        """One tab-separated line: where, stage, cause, media id, reason, details as key=value."""
+        dl = self.letter
+        details = " ".join(f"{k}={v}" for k, v in sorted(dl.details.items()))
+        return "\t".join((f"{self.partition}@{self.offset}", dl.stage, dl.error_class, dl.media_id, dl.reason, details))
+
+    def summary(self) -> dict[str, object]:
+        """Every field but the original event's bytes, for JSON."""
+        dl = self.letter
+        return {
+            "dlq_partition": self.partition,
+            "dlq_offset": self.offset,
+            **{f: getattr(dl, f) for f in _SUMMARY_FIELDS},
+            "details": dict(dl.details),
+        }
+
+
+_SUMMARY_FIELDS = (
+    "stage",
+    "error_class",
+    "reason",
+    "media_id",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "failed_at",
+    "redrive_count",
+)
+
 
 def read_entries(settings: Settings, timeout_s: float = 10.0) -> Iterator[DlqEntry]:
     """Every committed entry now in the DLQ topic, oldest first per partition (no group state)."""

@@ -113,6 +113,7 @@ def dead_letter(record: InputRecord, stage: str, failure: Failure) -> OutputReco
         failed_at=time.time(),
         media_id=failure.media_id or (record.key or b"").decode("utf-8", "replace"),
         redrive_count=_redrive_count(record.headers),
+        details=dict(failure.details),
     )
     return OutputRecord(topic="dlq", key=record.key or b"", value=encode_dead_letter(dl))
 

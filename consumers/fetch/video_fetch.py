@@ -172,7 +172,7 @@ def _outcome(req: MediaRequest, sampled: _Sampled, fault: FetchError | None) -> 
         "frames_expected": str(sampled.expected),
         "decoded_until_s": f"{until:.3f}",
     }
-    # The dead letter schema has no details field: the reason carries the accounting too.
+    # details carry the accounting for programs; the reason repeats it for people reading `mediavec dlq list`.
     reason = f"{error.reason}; {len(frames)} of {sampled.expected} frames published, decoded until {until:.3f} s"
     failure = Failure(error.error_class, reason, media_id=req.media_id, details=details)
     return VideoFetched(req, sampled.records, failure)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -48,6 +49,13 @@ def test_publish_dead_letter_list_and_redrive(settings: Settings, tmp_path: Path
             wait_for(lambda: len(read_topic(settings, topics(settings).dlq.name)) == 2, 60, "two dead letters")
             listing = _cli(settings, "dlq", "list")
             assert "http_5xx_exhausted" in listing and "http_404" in listing and "2 entries" in listing
+            assert f"url={server.url('/status/404/gone.jpg')}" in listing
+            summaries = [json.loads(line) for line in _cli(settings, "dlq", "list", "--json").splitlines()]
+            assert {(d["error_class"], d["details"]["url"], d["stage"]) for d in summaries} == {
+                ("http_404", server.url("/status/404/gone.jpg"), "fetch"),
+                ("http_5xx_exhausted", server.url("/flaky/1/photo.jpg"), "fetch"),
+            }
+            assert all("original_value" not in d and d["source_topic"].endswith("media.requests") for d in summaries)
             out = _cli(settings, "dlq", "redrive", "--error-class", "http_5xx_exhausted")
             assert "redriven 1 events" in out
             wait_for(lambda: len(read_topic(settings, topics(settings).frames.name)) == 1, 60, "the redriven frame")
@@ -55,4 +63,6 @@ def test_publish_dead_letter_list_and_redrive(settings: Settings, tmp_path: Path
     assert frame.source_url.endswith("/flaky/1/photo.jpg") and frame.run_id == "r1"
     letters = [decode_dead_letter(m.value) for m in read_topic(settings, topics(settings).dlq.name)]
     assert sorted(d.error_class for d in letters) == ["http_404", "http_5xx_exhausted"]
+    sent = {server.url(u) for u in ("/flaky/1/photo.jpg", "/status/404/gone.jpg")}
+    assert {d.details["url"] for d in letters} == sent
     assert server.hits("/flaky/1/photo.jpg") == 2

@@ -224,6 +224,12 @@ def test_a_truncated_video_publishes_its_frames_and_a_dead_letter(server: MediaS
     assert (letter.stage, letter.error_class, letter.media_id) == ("fetch", "truncated_video", "cut")
     assert letter.original_value == value and letter.source_offset == 0
     assert "10 of 15 frames published, decoded until 39.000 s" in letter.reason
+    assert letter.details == {
+        "url": server.url("truncated/v.avi"),
+        "frames_published": "10",
+        "frames_expected": "15",
+        "decoded_until_s": "39.000",
+    }
     assert [r.topic for r in result].index("dlq") == len(result) - 1  # the frames come first, in one result
     stage.committed()
     after = REGISTRY.get_sample_value("mediavec_dlq_total", {"stage": "fetch", "cause": "truncated_video"})
@@ -246,6 +252,7 @@ def test_a_download_failing_mid_segment_keeps_the_frames_before_it(server: Media
     (letter,) = [decode_dead_letter(r.value) for r in result if r.topic == "dlq"]
     assert letter.error_class == "too_large"
     assert f"{len(frames)} of 10 frames published" in letter.reason
+    assert (letter.details["frames_published"], letter.details["frames_expected"]) == (str(len(frames)), "10")
 
 
 def test_defaults_start_at_zero_end_at_the_video_end_and_use_the_configured_rate(server: MediaServer) -> None:

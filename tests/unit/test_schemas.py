@@ -28,7 +28,7 @@ from schemas import (
     encode_vector_batch,
     point_id,
 )
-from schemas.codec import SCHEMA_DIR, avro_schema
+from schemas.codec import CURRENT_VERSION, SCHEMA_DIR, avro_schema
 
 
 def _batch(n: int = 3, dim: int = 8) -> VectorBatch:
@@ -143,6 +143,7 @@ def test_dead_letter_round_trip() -> None:
         (Header("h", b"v"), Header("n", None)),
         "k",
         1,
+        {"url": "https://cdn.example/x.jpg?<redacted>", "frames_published": "3"},
     )
     assert decode_dead_letter(encode_dead_letter(dl)) == dl
 
@@ -191,12 +192,50 @@ def test_old_writer_without_defaulted_fields_is_still_readable() -> None:
     assert out["options_json"] == "{}" and out["metadata"] == {} and out["frames_in_media"] == 1
 
 
-@pytest.mark.parametrize("name", ["frame", "vector_batch", "dead_letter"])
-def test_v1_fingerprints_are_pinned(name: str) -> None:
-    _, fp = avro_schema(name)
-    pinned = json.loads((Path(__file__).parent / "schema_fingerprints.json").read_text())
-    assert fp.hex() == pinned[name], f"{name} v1 changed in place; publish a v2 schema instead"
+def _pinned() -> dict[str, str]:
+    return dict(json.loads((Path(__file__).parent / "schema_fingerprints.json").read_text()))
+
+
+@pytest.mark.parametrize("key", sorted(_pinned()))
+def test_published_fingerprints_are_pinned(key: str) -> None:
+    name, version = key.split("/v")
+    _, fp = avro_schema(name, int(version))
+    assert fp.hex() == _pinned()[key], f"{key} changed in place; publish a new version instead"
     assert struct.unpack("<Q", fp)[0] > 0
+
+
+def test_every_schema_file_is_pinned_and_the_current_one_is_the_newest() -> None:
+    files = {f"{p.parent.name}/{p.stem}" for p in SCHEMA_DIR.glob("*/v*.avsc")}
+    assert files == set(_pinned())
+    for name, current in CURRENT_VERSION.items():
+        assert current == max(int(k.split("/v")[1]) for k in files if k.startswith(f"{name}/"))
+
+
+def test_a_v1_dead_letter_still_decodes_with_empty_details() -> None:
+    """Letters already on the topic when a newer mediavec starts stay readable (and redrivable)."""
+    import io
+
+    v1, fp = avro_schema("dead_letter", 1)
+    buf = io.BytesIO()
+    buf.write(b"\xc3\x01" + fp)
+    rec = {
+        "stage": "fetch",
+        "error_class": "http_404",
+        "reason": "not found",
+        "source_topic": "media.requests",
+        "source_partition": 0,
+        "source_offset": 9,
+        "original_key": b"k",
+        "original_value": b"{}",
+        "original_headers": [],
+        "failed_at": 1.0,
+        "media_id": "k",
+        "redrive_count": 0,
+    }
+    fastavro.schemaless_writer(buf, v1, rec)
+    dl = decode_dead_letter(buf.getvalue())
+    assert (dl.error_class, dl.source_offset, dl.original_value, dl.details) == ("http_404", 9, b"{}", {})
+    assert encode_dead_letter(dl)[2:10] == avro_schema("dead_letter")[1] != fp  # written as the current version
 
 
 def test_point_ids_are_deterministic_and_distinct() -> None:
