@@ -1,44 +1,22 @@
 """A small aiohttp server in its own loop thread: the base of the local servers tests and the dev stack run.
 
-:class:`LoopThread` runs an asyncio loop in a daemon thread that the main thread submits
-coroutines to; :class:`AppServer` serves an aiohttp application from one, over http or https,
+:class:`AppServer` serves an aiohttp application from a :class:`streams.loopthread.LoopThread`, over http or https,
 on a loopback port (0 picks a free one). :class:`mediavec.mediaserver.MediaServer` and the dev
 stack's OIDC token endpoint (:mod:`mediavec.devstack.oidc`) are built on it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self
 
 from aiohttp import web
 
-__all__ = ["AppServer", "LoopThread"]
+from streams.loopthread import LoopThread
 
-T = TypeVar("T")
-
-
-class LoopThread:
-    """An asyncio loop in a daemon thread, for servers that tests drive from the main thread."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        if not self._thread.is_alive():
-            self.loop.close()
+__all__ = ["AppServer"]
 
 
 class AppServer(ABC):
@@ -59,9 +37,9 @@ class AppServer(ABC):
         """The application to serve, made at :meth:`start`."""
 
     def start(self) -> Self:
-        self._thread = LoopThread(f"{type(self).__name__.lower()}-{self.host}")
+        self._thread = LoopThread(f"{type(self).__name__.lower()}-{self.host}").start()
         self._runner = web.AppRunner(self._app(), handler_cancellation=True, shutdown_timeout=0.5)
-        self.port = self._thread.run(self._listen(self._runner))
+        self.port = self._thread.run(self._listen(self._runner), timeout=30)
         return self
 
     async def _listen(self, runner: web.AppRunner) -> int:
@@ -74,8 +52,8 @@ class AppServer(ABC):
         if self._thread is None:
             return
         if self._runner is not None:
-            self._thread.run(self._runner.cleanup())
-        self._thread.close()
+            self._thread.run(self._runner.cleanup(), timeout=30)
+        self._thread.stop()
         self._thread = self._runner = None
 
     def __enter__(self) -> Self:

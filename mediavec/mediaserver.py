@@ -41,7 +41,8 @@ from types import TracebackType
 
 from aiohttp import web
 
-from mediavec.appserver import AppServer, LoopThread
+from mediavec.appserver import AppServer
+from streams.loopthread import LoopThread
 
 __all__ = ["Canary", "MediaServer", "Served", "write_pixel_bomb"]
 
@@ -285,8 +286,8 @@ class Canary:
         return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
 
     def start(self) -> Canary:
-        self._thread = LoopThread("canary")
-        self._server = self._thread.run(asyncio.start_server(self._on_connect, self.host, self.port))
+        self._thread = LoopThread("canary").start()
+        self._server = self._thread.run(asyncio.start_server(self._on_connect, self.host, self.port), timeout=30)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 
@@ -312,8 +313,8 @@ class Canary:
                 server.close()
                 await server.wait_closed()
 
-            self._thread.run(_close())
-        self._thread.close()
+            self._thread.run(_close(), timeout=30)
+        self._thread.stop()
         self._thread = self._server = None
 
     def __enter__(self) -> Canary:

@@ -17,9 +17,8 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-import threading
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from consumers.fetch.decode import DecodedImage, DecodeError, decode_image
@@ -31,52 +30,12 @@ from schemas.codec import SchemaError, decode_request, encode_frame
 from schemas.models import Frame, MediaRequest
 from streams import metrics
 from streams.logctx import set_event
+from streams.loopthread import LoopThread
 from streams.settings import Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey, dead_letter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class _LoopThread:
-    """An asyncio loop running forever in a daemon thread; coroutines are submitted to it."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive() and self.loop.is_running() and not self.loop.is_closed()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.submit(coro).result()
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self) -> None:
-        if self.alive:
-            self.run(_cancel_others())
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        if not self._thread.is_alive() and not self.loop.is_closed():
-            self.loop.close()
-
-
-async def _cancel_others() -> None:
-    current = asyncio.current_task()
-    tasks = [t for t in asyncio.all_tasks() if t is not current]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 _Fetched = Failure | tuple[MediaRequest, DecodedImage] | tuple[InputRecord, VideoFetched]
@@ -92,7 +51,7 @@ class FetchStage:
         self.settings = settings
         self.seen: SeenTable = seen if seen is not None else MemoryTable()
         self.outcomes: Counter[str] = Counter()  # "ok" or an error class -> count
-        self._runner: _LoopThread | None = None
+        self._runner: LoopThread | None = None
         self._downloader: Downloader | None = None
         self._video: VideoFetcher | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -110,7 +69,7 @@ class FetchStage:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=fetch.decode_workers, thread_name_prefix="fetch-decode"
         )
-        self._runner = _LoopThread("fetch-loop")
+        self._runner = LoopThread("fetch-loop")
         self._runner.start()
         self._downloader = Downloader(fetch)
         self._runner.run(self._downloader.start())
