@@ -13,7 +13,7 @@ from streams.admin import ensure_topics
 from streams.kafka import producer
 from streams.runner import TransactionalRunner
 from streams.settings import Settings
-from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch
+from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, read_topic, wait_for
 
@@ -24,7 +24,7 @@ class FanOut:
     """requests -> frames: n copies of each event; 'bad' events fail; optional one-off retry."""
 
     name = "fanout"
-    input_topic = "requests"
+    input_topic: TopicKey = "requests"
 
     def __init__(self, copies: int = 3, retry_first: bool = False) -> None:
         self.copies = copies
