@@ -11,7 +11,10 @@ checked against the environment's budgets (loadtest/budgets/<environment>.json).
     .venv/bin/python -m loadtest.loadgen compare --media 1000 --concurrency 32   # fetch stage vs img2dataset
 
 Each command writes its section of BENCHMARKS.md (``--no-write`` to skip) and exits 1 when a
-budget is violated. All traffic stays on loopback.
+budget is violated. With ``--json``, a run also saves a partial report there every
+``--checkpoint-min`` minutes (5), so a soak that is killed can still be rendered; Ctrl-C or
+SIGTERM stops publishing, drains what was published and reports it, marked partial.
+All traffic stays on loopback.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import tempfile
 from dataclasses import replace
@@ -59,11 +63,26 @@ def _run(args: argparse.Namespace, profile: LoadProfile, work: Path) -> LoadRepo
     if not args.no_stack:
         stack.up(base)
     settings = load_settings_for(base, work / "data", profile)
-    opts = RunOptions(work_dir=work, mode=args.cmd, monitor_s=args.monitor_s, poll_s=args.poll_s)
+    checkpoint = (lambda r: _save(r, Path(args.json))) if args.json else None
+    opts = RunOptions(
+        work_dir=work,
+        mode=args.cmd,
+        monitor_s=args.monitor_s,
+        poll_s=args.poll_s,
+        checkpoint=checkpoint,
+        checkpoint_s=args.checkpoint_min * 60,
+    )
     report = run_load(settings, profile, opts)
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+        _save(report, Path(args.json))
     return report
+
+
+def _save(report: LoadReport, path: Path) -> None:
+    """Write atomically: a run killed while writing a checkpoint keeps the one before."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=1))
+    tmp.replace(path)
 
 
 def cmd_run(args: argparse.Namespace, budget: BudgetFile, work: Path) -> int:
@@ -161,6 +180,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--poll-s", type=float, default=0.25, help="tracker poll interval (latency resolution)")
         p.add_argument("--monitor-s", type=float, default=5.0, help="lag and memory sampling interval")
         p.add_argument("--json", help="write the full report (series included) as JSON here")
+        p.add_argument(
+            "--checkpoint-min",
+            type=float,
+            default=5.0,
+            help="with --json, write a partial report there this often (a killed soak keeps its series)",
+        )
         if name == "run":
             p.add_argument("--duration", type=float, help="seconds of publishing (default: the budget's)")
         else:
@@ -172,6 +197,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stopped run drains and reports, like Ctrl-C
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     budget = load_budget_file(args.budget)
     if getattr(args, "json", None):  # made now: a half-hour soak must not fail at its last line

@@ -4,6 +4,10 @@ The stages run as real worker processes (:class:`~mediavec.localworkers.LocalWor
 the broker the settings name; the load server runs in its own process. Before the clock starts,
 a few clean media go through every stage (``warmup_media``), so model loading and consumer group
 joins are not counted as latency.
+
+A long run hands a partial report to ``RunOptions.checkpoint`` every ``checkpoint_s`` (a soak
+killed at its 80th minute still leaves 75 minutes of series), and an interrupt (Ctrl-C, SIGTERM)
+stops publishing, drains what was published and reports it, marked partial.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,6 +54,8 @@ class RunOptions:
     monitor_s: float = 5.0
     drain_timeout_s: float = 600.0
     warmup_timeout_s: float = 300.0
+    checkpoint: Callable[[LoadReport], None] | None = None  # handed a partial report every checkpoint_s
+    checkpoint_s: float = 300.0
 
 
 def load_settings_for(base: Settings, data_dir: Path, profile: LoadProfile) -> Settings:
@@ -111,12 +117,21 @@ def media_server(root: Path) -> Iterator[tuple[str, int]]:
 
 
 def _wait(
-    tracker: LoadTracker, workers: LocalWorkers, opts: RunOptions, timeout_s: float, busy: Publisher | None = None
+    tracker: LoadTracker,
+    workers: LocalWorkers,
+    opts: RunOptions,
+    timeout_s: float,
+    busy: Publisher | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> None:
-    """Poll until no media is unfinished (and ``busy`` publisher is done); fail if a worker dies."""
+    """Poll until no media is unfinished (and ``busy`` publisher is done); fail if a worker dies.
+
+    ``tick`` runs after every poll."""
     deadline = time.monotonic() + timeout_s
     while True:
         tracker.poll(opts.poll_s)
+        if tick is not None:
+            tick()
         publishing = busy is not None and busy.alive
         if not publishing and tracker.unfinished() == 0:
             return
@@ -144,23 +159,79 @@ def _warm_up(
     logger.info("warm-up: %d media through every stage", len(planned))
 
 
+class _Checkpoints:
+    """Calls ``opts.checkpoint`` with a partial report every ``opts.checkpoint_s``; a failure is logged."""
+
+    def __init__(self, opts: RunOptions, facts: Callable[[], RunFacts], started: float) -> None:
+        self.opts, self.facts, self.started = opts, facts, started
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if self.opts.checkpoint is None or time.monotonic() - self.last < self.opts.checkpoint_s:
+            return
+        self.last = time.monotonic()
+        try:
+            report = summarize(self.facts())
+            report.partial = f"checkpoint {time.time() - self.started:.0f} s into the run"
+            self.opts.checkpoint(report)
+        except Exception:  # a checkpoint must never end the run it records
+            logger.exception("load checkpoint failed")
+
+
 def run_load(settings: Settings, profile: LoadProfile, opts: RunOptions) -> LoadReport:
     """Run the profile's load through the stages and summarize it."""
     ensure_topics(settings)
     images, video, length = prepare_media(opts.work_dir / "media", profile.video_share > 0)
     run_id = time.strftime("load-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    interrupted = ""
     with media_server(opts.work_dir / "media") as (url, server_pid):
         media = MediaSet(url, images, video, length)
         tracker = LoadTracker(settings, sink=opts.stages[-1])
         workers = LocalWorkers(settings, opts.work_dir / "logs", "load").start(opts.stages)
         monitor: Monitor | None = None
+        measured_from = time.time()
+
+        def facts(peaks: dict[str, float], final_lag: dict[str, int]) -> RunFacts:
+            return RunFacts(
+                run_id=run_id,
+                mode=opts.mode,
+                profile=profile.to_dict(),
+                fixed_rate=profile.rate is not None,
+                media={k: m for k, m in tracker.outcomes().items() if not k.startswith("warmup-")},
+                stored=[s for s in tracker.stored if s.at >= measured_from],
+                samples=list(monitor.samples) if monitor else [],
+                peak_rss_mb=peaks,
+                final_lag=final_lag,
+                poll_s=opts.poll_s,
+                monitor_s=opts.monitor_s,
+            )
+
+        def now() -> RunFacts:
+            last_lag = dict(monitor.samples[-1].lag) if monitor and monitor.samples else {}
+            return facts(monitor.peaks() if monitor else {}, last_lag)
+
         try:
             _warm_up(settings, tracker, workers, media, profile, opts)
             measured_from = time.time()
             pids = {s: p.pid for s, p in workers.procs.items()} | {"mediaserver": server_pid, "loadgen": os.getpid()}
             monitor = Monitor(settings, pids, opts.monitor_s).start()
             publisher = Publisher(settings, tracker, profile, media, run_id).start()
-            _wait(tracker, workers, opts, opts.drain_timeout_s, busy=publisher)
+            try:
+                _wait(
+                    tracker,
+                    workers,
+                    opts,
+                    opts.drain_timeout_s,
+                    busy=publisher,
+                    tick=_Checkpoints(opts, now, measured_from),
+                )
+            except KeyboardInterrupt:
+                interrupted = (
+                    f"interrupted {time.time() - measured_from:.0f} s into the run; what was published was drained"
+                )
+                logger.warning("interrupted: publishing stops, draining what was published (interrupt again to quit)")
+                publisher.stop()
+                _wait(tracker, workers, opts, opts.drain_timeout_s)
             publisher.stop()
             if publisher.errors:
                 raise RuntimeError(f"publishing failed: {publisher.errors[:3]}")
@@ -172,17 +243,6 @@ def run_load(settings: Settings, profile: LoadProfile, opts: RunOptions) -> Load
                 monitor.stop()
             tracker.close()
             workers.stop()
-    facts = RunFacts(
-        run_id=run_id,
-        mode=opts.mode,
-        profile=profile.to_dict(),
-        fixed_rate=profile.rate is not None,
-        media={k: m for k, m in tracker.media.items() if not k.startswith("warmup-")},
-        stored=[s for s in tracker.stored if s.at >= measured_from],
-        samples=list(monitor.samples) if monitor else [],
-        peak_rss_mb=peaks,
-        final_lag=final_lag,
-        poll_s=opts.poll_s,
-        monitor_s=opts.monitor_s,
-    )
-    return summarize(facts)
+    report = summarize(facts(peaks, final_lag))
+    report.partial = interrupted
+    return report

@@ -100,6 +100,7 @@ def run_markdown(r: LoadReport, title: str, command: str, machine: str, env: str
         "",
         f"`{command}` on {machine}; run `{r.run_id}`.",
         "",
+        *([f"**Partial report** ({r.partial}): it covers less than the planned run.", ""] if r.partial else []),
         f"Load: {_load_line(r.profile)}. Stages: one worker each of fetch, embed, sink-qdrant.",
         "",
         *_figures(r),

@@ -66,6 +66,7 @@ class LoadReport:
     lag_series: list[tuple[float, dict[str, int]]] = field(default_factory=list)  # seconds since start
     rss_series: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     throughput_series: list[tuple[float, float, float]] = field(default_factory=list)  # t, media/s, frames/s
+    partial: str = ""  # why the report covers less than the planned run (a checkpoint, an interrupt); "" if whole
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -108,6 +108,11 @@ class LoadTracker:
             self.media[media_id] = MediaOutcome(published_at, fate)
             self._open.add(media_id)
 
+    def outcomes(self) -> dict[str, MediaOutcome]:
+        """A copy of every media's outcome so far (safe while the publisher adds media)."""
+        with self._lock:
+            return dict(self.media)
+
     def unfinished(self) -> int:
         with self._lock:
             return len(self._open)

@@ -2,12 +2,13 @@
 
 The report must account for every published media (stored + failed = published), put each
 planned failure in the DLQ with its class, order its latency percentiles, and its budgets check
-must name the budgets a run violates.
+must name the budgets a run violates. An interrupted run must stop publishing, drain and report.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from loadtest.load.budgets import check, measured
 from loadtest.load.harness import RunOptions, load_settings_for, run_load
 from loadtest.load.profile import LoadProfile, plan_media
+from loadtest.load.summary import LoadReport
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -64,3 +66,25 @@ def test_load_report_accounts_for_every_media(settings: Settings, tmp_path: Path
         },
     )
     assert [v.split(":")[0] for v in violated] == ["min_success_rate", "max_latency_p99_s", "max_peak_rss_mb[embed]"]
+
+
+def test_an_interrupted_run_hands_out_checkpoints_drains_and_reports_what_it_published(
+    settings: Settings, tmp_path: Path
+) -> None:
+    profile = replace(PROFILE, max_media=400, failures={})  # 100 s of publishing if nothing stopped it
+    checkpoints: list[LoadReport] = []
+
+    def checkpoint(report: LoadReport) -> None:
+        checkpoints.append(report)
+        if len(checkpoints) == 3:
+            raise KeyboardInterrupt  # what Ctrl-C (or SIGTERM, in loadgen) raises in the polling loop
+
+    load_settings = load_settings_for(settings, tmp_path / "data", profile)
+    opts = RunOptions(work_dir=tmp_path, monitor_s=1.0, drain_timeout_s=240, checkpoint=checkpoint, checkpoint_s=2.0)
+    report = run_load(load_settings, profile, opts)
+
+    assert [c.partial.split(" ")[0] for c in checkpoints] == ["checkpoint"] * 3
+    assert 0 < checkpoints[0].published <= checkpoints[1].published <= checkpoints[2].published
+    assert report.partial.startswith("interrupted")
+    assert checkpoints[2].published <= report.published < 400  # publishing stopped early
+    assert report.unfinished == 0 and report.stored == report.published  # and what it published was drained

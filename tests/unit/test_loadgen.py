@@ -229,8 +229,12 @@ def test_a_report_survives_its_json(tmp_path: Path) -> None:
     r.rss_series = [(0.0, {"embed": 1.0}), (5.0, {"embed": 2.0})]
     r.lag_series = [(0.0, {"embed": 3})]
     r.throughput_series = [(1.0, 2.0, 3.0)]
+    r.partial = "checkpoint 300 s into the run"
     again = LoadReport.from_dict(json.loads(json.dumps(r.to_dict())))
     assert again == r
+    older = r.to_dict()
+    del older["partial"]  # a report saved before reports could be partial reads as whole
+    assert LoadReport.from_dict(older).partial == ""
 
 
 def test_markdown_and_plot(tmp_path: Path) -> None:
@@ -238,6 +242,9 @@ def test_markdown_and_plot(tmp_path: Path) -> None:
     text = run_markdown(r, "Load test", "python -m loadtest.loadgen run", "a machine", "cpu-2core", ["x: 1 > 0"])
     assert "| stored / failed / unfinished | 7 / 2 / 1 |" in text
     assert "| error | fetch:http_5xx_exhausted | 2 |" in text and "VIOLATED: x: 1 > 0" in text
+    assert "Partial report" not in text
+    r.partial = "interrupted 42 s into the run"
+    assert "**Partial report** (interrupted 42 s into the run)" in run_markdown(r, "Soak", "c", "m", "e", [])
     r.rss_series = [(float(t), {"embed": 1000.0}) for t in range(0, 600, 60)]
     r.lag_series = [(float(t), {"embed": 2}) for t in range(0, 600, 60)]
     png = plot(r, tmp_path / "soak.png")
