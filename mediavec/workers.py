@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+from pathlib import Path
 from typing import Protocol
 
 from streams import metrics
@@ -32,8 +34,8 @@ def build(stage: str, settings: Settings, instance: str | None = None) -> Runner
         from streams.table import GlobalTable
         from streams.topics import topics
 
-        seen = GlobalTable(settings, topics(settings).seen.name)
         f = settings.fetch
+        seen = GlobalTable(settings, topics(settings).seen.name, seen_table_path(settings))
         return PipelinedRunner(
             settings,
             FetchStage(settings, seen),
@@ -66,6 +68,29 @@ def build(stage: str, settings: Settings, instance: str | None = None) -> Runner
 
 
 SINKS = ("sink-qdrant", "sink-postgres", "sink-encrypted")
+
+
+def seen_table_path(settings: Settings) -> Path | None:
+    """This process's file of the fetch dedup table (None: in memory); files of dead processes are removed."""
+    f = settings.fetch
+    if f.seen_table == "memory":
+        return None
+    folder = f.seen_table_dir or settings.data_dir / "fetch"
+    for old in folder.glob("seen-*.sqlite"):
+        pid = old.stem.removeprefix("seen-")
+        if pid.isdigit() and not _alive(int(pid)):
+            old.unlink(missing_ok=True)
+    return folder / f"seen-{os.getpid()}.sqlite"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _sink(stage: str, settings: Settings) -> StoreSink:

@@ -138,6 +138,11 @@ class FetchSettings(BaseModel):
         "pyav", description="pyav (CPU, FFmpeg bundled) or torchcodec (system FFmpeg; NVDEC on a CUDA device)."
     )
     video_decode_device: str = Field("cpu", description="torchcodec decode device: cpu, cuda or cuda:N (NVDEC).")
+    seen_table: Literal["disk", "memory"] = Field(
+        "disk",
+        description="Where a worker keeps the dedup table: an SQLite file (flat memory) or a dict (~190 B per key).",
+    )
+    seen_table_dir: Path | None = Field(None, description="Folder of the on-disk dedup table (default DATA_DIR/fetch).")
 
     @property
     def max_in_flight(self) -> int:

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 
 from confluent_kafka import KafkaError, TopicPartition
 
@@ -24,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 class GlobalTable(LocalTable):
-    def __init__(self, settings: Settings, topic: str) -> None:
-        super().__init__()
+    def __init__(self, settings: Settings, topic: str, path: Path | None = None) -> None:
+        super().__init__(path)
         self.settings = settings
         self.topic = topic
         self._stop = threading.Event()
@@ -44,6 +45,7 @@ class GlobalTable(LocalTable):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        super().close()
 
     def _follow(self) -> None:
         c = consumer(
@@ -56,13 +58,18 @@ class GlobalTable(LocalTable):
             c.assign([TopicPartition(self.topic, p, 0) for p in parts])
             pending = set(parts)
             while not self._stop.is_set():
+                records = []
                 for msg in c.consume(500, timeout=0.2):
                     err = msg.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
                             pending.discard(msg.partition())
                         continue
-                    self._apply(msg.key(), msg.value())
+                    record = self._record(msg.key(), msg.value())
+                    if record is not None:
+                        records.append(record)
+                if records:
+                    self._apply_raw(records)
                 if not pending:
                     self._loaded.set()
         except Exception:
@@ -71,15 +78,15 @@ class GlobalTable(LocalTable):
         finally:
             c.close()
 
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def _record(self, key: bytes | None, value: bytes | None) -> tuple[str, bytes | None] | None:
+        """A changelog message as a table record; None for one without a key or with a value that is not JSON."""
         if key is None:
-            return
+            return None
         k = key.decode("utf-8", "replace")
-        with self._lock:
-            if value is None:
-                self._data.pop(k, None)  # tombstone
-            else:
-                try:
-                    self._data[k] = json.loads(value)
-                except ValueError:
-                    logger.warning("table %s: undecodable value for %s", self.topic, k)
+        if value is not None:
+            try:
+                json.loads(value)
+            except ValueError:
+                logger.warning("table %s: undecodable value for %s", self.topic, k)
+                return None
+        return k, value

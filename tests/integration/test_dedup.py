@@ -22,8 +22,9 @@ from tests.kafkautil import ThreadWorker, read_topic, wait_for
 pytestmark = pytest.mark.integration
 
 
-def _runner(settings: Settings) -> TransactionalRunner:
-    stage = FetchStage(settings, GlobalTable(settings, topics(settings).seen.name))
+def _runner(settings: Settings, table_file: Path) -> TransactionalRunner:
+    """A fetch worker as `mediavec run fetch` builds it, its table in an SQLite file made afresh."""
+    stage = FetchStage(settings, GlobalTable(settings, topics(settings).seen.name, table_file))
     return TransactionalRunner(settings, stage, batch_size=8, batch_deadline_s=0.1, instance="dedup")
 
 
@@ -37,8 +38,9 @@ def test_a_restarted_worker_still_knows_what_was_processed(settings: Settings, t
     t = topics(settings)
     with MediaServer(root) as server:
         publish(settings, [MediaRequest(media_id="first", url=server.url("a.png"))], show_progress=False)
-        with ThreadWorker(_runner(settings)):
+        with ThreadWorker(_runner(settings, tmp_path / "seen.sqlite")):
             wait_for(lambda: len(read_topic(settings, t.frames.name)) == 1, 60, "the first frame")
+        assert not (tmp_path / "seen.sqlite").exists()  # a stopped worker leaves no table behind
         publish(
             settings,
             [
@@ -48,7 +50,9 @@ def test_a_restarted_worker_still_knows_what_was_processed(settings: Settings, t
             ],
             show_progress=False,
         )
-        with ThreadWorker(_runner(settings)):  # a new process would load the same table from Kafka
+        with ThreadWorker(
+            _runner(settings, tmp_path / "seen.sqlite")
+        ):  # a new process would load the same table from Kafka
             wait_for(lambda: len(read_topic(settings, t.dlq.name)) == 2, 60, "two duplicate dead letters")
             wait_for(lambda: len(read_topic(settings, t.frames.name)) == 2, 60, "the forced frame")
     letters = {d.media_id: d for d in (decode_dead_letter(m.value) for m in read_topic(settings, t.dlq.name))}

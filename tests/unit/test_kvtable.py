@@ -1,0 +1,104 @@
+"""The dedup table, in memory and on disk: values round-trip, undo restores, changelog records
+apply in order, the file is the process's own, and memory per key stays small (or flat on disk)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mediavec.workers import seen_table_path
+from streams.kvtable import LocalTable
+from streams.settings import Settings
+
+
+@pytest.fixture(params=["memory", "disk"])
+def table(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalTable]:
+    t = LocalTable(tmp_path / "seen.sqlite" if request.param == "disk" else None)
+    yield t
+    t.close()
+
+
+def test_values_round_trip_and_undo_restores_what_was_there(table: LocalTable) -> None:
+    assert table.get("c|url|a") is None
+    table.put_local("c|url|a", {"media_id": "m1", "at": 1.5})
+    assert table.get("c|url|a") == {"media_id": "m1", "at": 1.5}
+    table.put_local("c|url|a", {"media_id": "m2", "at": 2.0})
+    table.restore_local("c|url|a", {"media_id": "m1", "at": 1.5})
+    assert table.get("c|url|a") == {"media_id": "m1", "at": 1.5}
+    table.restore_local("c|url|a", None)
+    assert table.get("c|url|a") is None and len(table) == 0
+
+
+def test_changelog_records_apply_in_order_and_tombstones_delete(table: LocalTable) -> None:
+    table._apply_raw(
+        [
+            ("c|sha256|ff", b'{"media_id":"m\xc3\xa9","at":3}'),
+            ("c|sha256|ee", b'{"media_id":"gone"}'),
+            ("c|sha256|ee", None),
+            ("c|sha256|dd", b'{"media_id":"old"}'),
+            ("c|sha256|dd", b'{"media_id":"new"}'),
+        ]
+    )
+    assert table.get("c|sha256|ff") == {"media_id": "mé", "at": 3}
+    assert table.get("c|sha256|fe") is None  # a near key is another key
+    assert table.get("c|sha256|ee") is None
+    assert table.get("c|sha256|dd") == {"media_id": "new"}
+    assert len(table) == 2
+
+
+def test_the_file_is_a_cache_made_afresh_and_removed_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "t" / "seen.sqlite"
+    first = LocalTable(path)
+    first.put_local("k", {"media_id": "m"})
+    first.close()
+    assert not path.exists()
+    path.write_bytes(b"left by a crashed process")
+    second = LocalTable(path)
+    assert second.get("k") is None and len(second) == 0
+    second.close()
+
+
+def test_each_worker_gets_its_own_file_and_dead_workers_files_go(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    folder = tmp_path / "fetch"
+    folder.mkdir()
+    dead = folder / "seen-999999999.sqlite"  # above any pid_max
+    dead.write_bytes(b"")
+    living = folder / f"seen-{os.getppid()}.sqlite"
+    living.write_bytes(b"")
+    assert seen_table_path(settings) == folder / f"seen-{os.getpid()}.sqlite"
+    assert not dead.exists() and living.exists()
+    memory = settings.model_copy(update={"fetch": settings.fetch.model_copy(update={"seen_table": "memory"})})
+    assert seen_table_path(memory) is None
+
+
+def _traced_per_key(table: LocalTable, n: int) -> float:
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        table.put_local(f"collection-{i % 7}|url|{i:064x}", {"media_id": f"{i:032x}", "at": 1_764_000_000.0 + i})
+    per_key = (tracemalloc.get_traced_memory()[0] - base) / n
+    tracemalloc.stop()
+    return per_key
+
+
+def test_a_key_in_memory_costs_a_few_hundred_bytes_not_half_a_kilobyte() -> None:
+    """The table keeps a key per media ever processed: its size per key is what sizing rests on."""
+    table = LocalTable()
+    per_key = _traced_per_key(table, 20_000)
+    assert 60 < per_key < 260, per_key  # str keys with dict values took about 450
+    table.close()
+
+
+def test_on_disk_python_memory_does_not_grow_with_keys(tmp_path: Path) -> None:
+    table = LocalTable(tmp_path / "seen.sqlite")
+    per_key = _traced_per_key(table, 20_000)
+    assert per_key < 5, per_key  # SQLite's page cache is not Python's and is capped at 8 MiB
+    assert len(table) == 20_000
+    table.close()
