@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import threading
 from pathlib import Path
@@ -77,10 +78,10 @@ def seen_table_path(settings: Settings) -> Path | None:
         return None
     folder = f.seen_table_dir or settings.data_dir / "fetch"
     for old in folder.glob("seen-*.sqlite"):
-        pid = old.stem.removeprefix("seen-")
+        pid = old.stem.split("-")[1]
         if pid.isdigit() and not _alive(int(pid)):
             old.unlink(missing_ok=True)
-    return folder / f"seen-{os.getpid()}.sqlite"
+    return folder / f"seen-{os.getpid()}-{secrets.token_hex(4)}.sqlite"  # a table of its own per worker
 
 
 def _alive(pid: int) -> bool:

@@ -67,11 +67,13 @@ def test_each_worker_gets_its_own_file_and_dead_workers_files_go(tmp_path: Path)
     settings = Settings(data_dir=tmp_path)
     folder = tmp_path / "fetch"
     folder.mkdir()
-    dead = folder / "seen-999999999.sqlite"  # above any pid_max
+    dead = folder / "seen-999999999-0a1b2c3d.sqlite"  # above any pid_max
     dead.write_bytes(b"")
-    living = folder / f"seen-{os.getppid()}.sqlite"
+    living = folder / f"seen-{os.getppid()}-0a1b2c3d.sqlite"
     living.write_bytes(b"")
-    assert seen_table_path(settings) == folder / f"seen-{os.getpid()}.sqlite"
+    first, second = seen_table_path(settings), seen_table_path(settings)
+    assert first is not None and second is not None and first != second  # two tables in one process
+    assert first.parent == folder and first.name.startswith(f"seen-{os.getpid()}-")
     assert not dead.exists() and living.exists()
     memory = settings.model_copy(update={"fetch": settings.fetch.model_copy(update={"seen_table": "memory"})})
     assert seen_table_path(memory) is None
