@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import signal
 import threading
-from pathlib import Path
 from typing import Protocol
 
 from streams import metrics
@@ -30,13 +27,14 @@ def build(stage: str, settings: Settings, instance: str | None = None) -> Runner
     from streams.sink_runner import StoreSinkRunner
 
     if stage == "fetch":
+        from consumers.fetch.dedup import table_file
         from consumers.fetch.stage import FetchStage
         from streams.pipelined import PipelinedRunner
         from streams.table import GlobalTable
         from streams.topics import topics
 
         f = settings.fetch
-        seen = GlobalTable(settings, topics(settings).seen.name, seen_table_path(settings))
+        seen = GlobalTable(settings, topics(settings).seen.name, table_file(settings))
         return PipelinedRunner(
             settings,
             FetchStage(settings, seen),
@@ -69,29 +67,6 @@ def build(stage: str, settings: Settings, instance: str | None = None) -> Runner
 
 
 SINKS = ("sink-qdrant", "sink-postgres", "sink-encrypted")
-
-
-def seen_table_path(settings: Settings) -> Path | None:
-    """This process's file of the fetch dedup table (None: in memory); files of dead processes are removed."""
-    f = settings.fetch
-    if f.seen_table == "memory":
-        return None
-    folder = f.seen_table_dir or settings.data_dir / "fetch"
-    for old in folder.glob("seen-*.sqlite"):
-        pid = old.stem.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            old.unlink(missing_ok=True)
-    return folder / f"seen-{os.getpid()}-{secrets.token_hex(4)}.sqlite"  # a table of its own per worker
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _sink(stage: str, settings: Settings) -> StoreSink:

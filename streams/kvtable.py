@@ -5,18 +5,22 @@ time. Two stores keep it, both compact (a key is kept as its 20-byte BLAKE2b dig
 its compact JSON bytes, decoded on :meth:`LocalTable.get`; keys are never listed, so the digest
 loses nothing the table is asked for, and a collision needs about 2**80 keys):
 
-- on disk (``path`` given): an SQLite file the process owns, with no journal and no fsync, since
-  it is a cache the changelog rebuilds at every start. Memory stays flat however many media the
-  collection holds (the page cache is the kernel's, and SQLite's own cache is capped at 8 MiB);
-  about 70 bytes of disk per key. Like the state stores of Kafka Streams' global tables.
+- on disk (``path`` given): an SQLite file the table owns, with no journal and no fsync, since
+  it is a cache the changelog rebuilds at every start. The table holds an exclusive ``flock`` on
+  its file while open, so :func:`remove_orphans` can tell a file left by a killed worker (no
+  holder) from one in use, whatever the pids (a restarted container reuses them). Memory stays
+  flat however many media the collection holds (the page cache is the kernel's, and SQLite's own
+  cache is capped at 8 MiB); about 70 bytes of disk per key. Like the state stores of Kafka Streams' global tables.
 - in memory (``path`` None): a dict, about 190 bytes of RSS per key (10 million images, two keys
   each, about 3.8 GB).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -39,6 +43,7 @@ class _Sqlite:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)  # a cache: what a previous process left is rebuilt from the changelog
+        self._held = _hold(path)  # locked before SQLite opens it: no sweep ever sees it unheld
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.executescript(
             f"PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-{_CACHE_KIB};"
@@ -70,6 +75,34 @@ class _Sqlite:
     def close(self) -> None:
         self._db.close()
         self.path.unlink(missing_ok=True)
+        os.close(self._held)
+
+
+def _hold(path: Path) -> int:
+    """An fd of ``path`` (made if missing) with an exclusive flock on it; BlockingIOError if held."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_orphans(folder: Path, pattern: str) -> list[Path]:
+    """Delete the table files in ``folder`` matching ``pattern`` that no open table holds."""
+    removed = []
+    for path in folder.glob(pattern):
+        try:
+            fd = _hold(path)
+        except (BlockingIOError, FileNotFoundError):
+            continue  # in use, or gone meanwhile
+        try:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 class _Memory:

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 from schemas.models import MediaRequest
-from streams.kvtable import LocalTable
+from streams.kvtable import LocalTable, remove_orphans
+from streams.settings import Settings
 from streams.stage import Failure, OutputRecord
 
 
@@ -35,6 +39,16 @@ class SeenTable(Protocol):
 
 
 MemoryTable = LocalTable  # the table of one process, with no changelog (single worker, unit tests)
+
+
+def table_file(settings: Settings) -> Path | None:
+    """A new file for a worker's table (None: keep it in memory); files no worker holds are removed first."""
+    f = settings.fetch
+    if f.seen_table == "memory":
+        return None
+    folder = f.seen_table_dir or settings.data_dir / "fetch"
+    remove_orphans(folder, "seen-*.sqlite")
+    return folder / f"seen-{os.getpid()}-{secrets.token_hex(4)}.sqlite"  # the pid is for a person reading the folder
 
 
 def url_key(req: MediaRequest) -> str:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mediavec.workers import seen_table_path
-from streams.kvtable import LocalTable
+from consumers.fetch.dedup import table_file
+from streams.kvtable import LocalTable, remove_orphans
 from streams.settings import Settings
 
 
@@ -63,20 +63,30 @@ def test_the_file_is_a_cache_made_afresh_and_removed_on_close(tmp_path: Path) ->
     second.close()
 
 
-def test_each_worker_gets_its_own_file_and_dead_workers_files_go(tmp_path: Path) -> None:
+def test_each_worker_gets_its_own_file_and_files_no_worker_holds_go(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     folder = tmp_path / "fetch"
     folder.mkdir()
-    dead = folder / "seen-999999999-0a1b2c3d.sqlite"  # above any pid_max
-    dead.write_bytes(b"")
-    living = folder / f"seen-{os.getppid()}-0a1b2c3d.sqlite"
-    living.write_bytes(b"")
-    first, second = seen_table_path(settings), seen_table_path(settings)
+    orphan = folder / f"seen-{os.getpid()}-0a1b2c3d.sqlite"  # a killed worker's, even with a pid in use
+    orphan.write_bytes(b"")
+    held = LocalTable(folder / "seen-1-0a1b2c3d.sqlite")  # a running worker's
+    first, second = table_file(settings), table_file(settings)
     assert first is not None and second is not None and first != second  # two tables in one process
     assert first.parent == folder and first.name.startswith(f"seen-{os.getpid()}-")
-    assert not dead.exists() and living.exists()
+    assert not orphan.exists() and (folder / "seen-1-0a1b2c3d.sqlite").exists()
+    held.close()
+    assert not (folder / "seen-1-0a1b2c3d.sqlite").exists()
     memory = settings.model_copy(update={"fetch": settings.fetch.model_copy(update={"seen_table": "memory"})})
-    assert seen_table_path(memory) is None
+    assert table_file(memory) is None
+
+
+def test_an_open_table_file_cannot_be_swept_or_opened_twice(tmp_path: Path) -> None:
+    path = tmp_path / "seen-7-00000000.sqlite"
+    table = LocalTable(path)
+    table.put_local("k", {"media_id": "m"})
+    assert remove_orphans(tmp_path, "seen-*.sqlite") == []
+    assert table.get("k") == {"media_id": "m"}
+    table.close()
 
 
 def _traced_per_key(table: LocalTable, n: int) -> float:
