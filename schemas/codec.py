@@ -22,14 +22,19 @@ import jsonschema
 import numpy as np
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from schemas.limits import (
+    MAX_REQUEST_BYTES,
+    SchemaError,
+    check_collection,
+    check_metadata,
+    check_options_json,
+    check_request_limits,
+    check_vector_batch,
+)
 from schemas.models import DeadLetter, Frame, Header, MediaRequest, VectorBatch, VectorRow
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 MARKER = b"\xc3\x01"
-
-
-class SchemaError(ValueError):
-    """Bytes that do not decode as the expected event (a DLQ cause, never retried)."""
 
 
 @cache
@@ -76,8 +81,8 @@ def _decode(name: str, data: bytes) -> dict[str, Any]:
         raise SchemaError(f"unknown {name} schema fingerprint {data[2:10].hex()} (written by a newer mediavec?)")
     try:
         record = fastavro.schemaless_reader(io.BytesIO(data[10:]), writer, reader)
-    except Exception as exc:  # fastavro raises several types on garbage bytes
-        raise SchemaError(f"corrupt {name} event: {exc}") from exc
+    except Exception as exc:  # fastavro raises several types on garbage bytes (MemoryError on a huge length)
+        raise SchemaError(f"corrupt {name} event: {_cut(f'{type(exc).__name__}: {exc}')}") from None
     if not isinstance(record, dict):
         raise SchemaError(f"corrupt {name} event")
     return record
@@ -92,23 +97,41 @@ def encode_request(req: MediaRequest) -> bytes:
     for key, default in (("options", {}), ("metadata", {}), ("run_id", ""), ("reprocess", False)):
         if doc.get(key) == default:
             doc.pop(key)
-    request_validator().validate(doc)
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    check_request(doc)
+    data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    check_request_limits(doc, len(data))
+    return data
+
+
+def check_request(doc: Any) -> None:
+    """Validate a parsed request against the JSON Schema and the limits; SchemaError says where."""
+    if not isinstance(doc, dict):
+        raise SchemaError(f"media request is a JSON {type(doc).__name__}, not an object")
+    check_request_limits(doc)  # first: the nesting limit keeps the validator's recursion shallow
+    errors = sorted(request_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.path])
+    if errors:
+        where = "/".join(str(p) for p in errors[0].path) or "(root)"
+        raise SchemaError(f"media request invalid at {where}: {_cut(errors[0].message)}")
+    if doc["kind"] == "video" and "end_s" in doc and doc["end_s"] <= doc.get("start_s", 0):
+        raise SchemaError("media request invalid: end_s must be after start_s")
 
 
 def decode_request(data: bytes) -> MediaRequest:
+    """The request in ``data``; anything else (whatever a stranger may publish) is a SchemaError."""
+    if len(data) > MAX_REQUEST_BYTES:
+        raise SchemaError(f"media request is {len(data)} bytes, over the limit of {MAX_REQUEST_BYTES}")
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SchemaError(f"media request is not UTF-8 JSON: {exc}") from exc
-    errors = sorted(request_validator().iter_errors(doc), key=lambda e: list(e.path))
-    if errors:
-        where = "/".join(str(p) for p in errors[0].path) or "(root)"
-        raise SchemaError(f"media request invalid at {where}: {errors[0].message}")
-    if doc["kind"] == "video" and "end_s" in doc and doc["end_s"] <= doc.get("start_s", 0):
-        raise SchemaError("media request invalid: end_s must be after start_s")
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise SchemaError(f"media request is not UTF-8 JSON: {_cut(str(exc) or type(exc).__name__)}") from None
+    check_request(doc)
     doc.pop("schema_version")
     return MediaRequest(**doc)
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """A message that quotes input stays readable: at most ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -- frame ------------------------------------------------------------------------------------
@@ -119,7 +142,11 @@ def encode_frame(frame: Frame) -> bytes:
 
 
 def decode_frame(data: bytes) -> Frame:
-    return Frame(**_decode("frame", data))
+    record = _decode("frame", data)
+    check_collection(record["collection"])
+    check_metadata(record["metadata"])
+    check_options_json(record["options_json"])
+    return Frame(**record)
 
 
 # -- vector batch -----------------------------------------------------------------------------
@@ -145,12 +172,12 @@ def encode_vector_batch(batch: VectorBatch) -> bytes:
 
 def decode_vector_batch(data: bytes) -> VectorBatch:
     rec = _decode("vector_batch", data)
+    dim, raw, rows_in = rec["dim"], rec["vectors"], rec["rows"]
+    if dim <= 0 or len(raw) != 2 * dim * len(rows_in):
+        raise SchemaError(f"vector payload has {len(raw)} bytes, expected {2 * max(dim, 0) * len(rows_in)}")
+    vectors = np.frombuffer(raw, dtype="<f2").reshape(len(rows_in), dim).astype(np.float16)
+    check_vector_batch(rec["model"], rec["collection"], dim, vectors, rows_in, rec["metadata"])
     rows = tuple(VectorRow(**{**r, "box": tuple(r["box"]) if r["box"] is not None else None}) for r in rec["rows"])
-    dim = rec["dim"]
-    raw = rec["vectors"]
-    if dim <= 0 or len(raw) != 2 * dim * len(rows):
-        raise SchemaError(f"vector payload has {len(raw)} bytes, expected {2 * dim * len(rows)}")
-    vectors = np.frombuffer(raw, dtype="<f2").reshape(len(rows), dim).astype(np.float16)
     return VectorBatch(
         model=rec["model"],
         vectors=vectors,

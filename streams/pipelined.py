@@ -40,9 +40,10 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streams import metrics
 from streams.errors import FatalKafkaError, backoff_s, is_fatal
-from streams.runner import MAX_STAGE_RETRIES, TransactionalLoop, to_input
+from streams.logctx import event
+from streams.runner import ISOLATED_TRIES, MAX_STAGE_RETRIES, TransactionalLoop, to_input
 from streams.settings import Settings
-from streams.stage import InputRecord, PipelinedStage, RetryBatch
+from streams.stage import Failure, InputRecord, PipelinedStage, Result, RetryBatch, fault_failure
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class _Entry:
     record: InputRecord
     future: concurrent.futures.Future[Any] | None = None  # None until submitted
     arrived: float = field(default_factory=time.monotonic)
+    tries: int = 0  # submissions whose future raised
+    failure: Failure | None = None  # set once the record faulted the stage alone: its dead letter
 
 
 class PipelinedRunner(TransactionalLoop):
@@ -152,16 +155,19 @@ class PipelinedRunner(TransactionalLoop):
                 if not waiting or len(held) >= self.max_in_flight or running >= self.max_in_flight:
                     continue
                 entry = waiting.popleft()
-                try:
-                    entry.future = self.stage.submit(entry.record)
-                except RetryBatch as exc:
-                    entry.future = concurrent.futures.Future()
-                    entry.future.set_exception(exc)
+                self._submit(entry)
                 held.append(entry)
                 running += 1
                 progress = True
         for tp in [tp for tp, q in self._waiting.items() if not q]:
             del self._waiting[tp]
+
+    def _submit(self, entry: _Entry) -> None:
+        try:
+            entry.future = self.stage.submit(entry.record)
+        except Exception as exc:  # RetryBatch (the stage is down) or a fault of this record
+            entry.future = concurrent.futures.Future()
+            entry.future.set_exception(exc)
 
     def _wait_a_little(self) -> None:
         """Wait up to 50 ms for a submitted input to finish, instead of spinning on the consumer."""
@@ -174,11 +180,14 @@ class PipelinedRunner(TransactionalLoop):
     def _held(self) -> int:
         return sum(len(q) for q in self._partitions.values())
 
-    def _futures(self) -> Iterator[concurrent.futures.Future[Any]]:
+    def _entries(self) -> Iterator[_Entry]:
         for queue in self._partitions.values():
-            for entry in queue:
-                if entry.future is not None:
-                    yield entry.future
+            yield from queue
+
+    def _futures(self) -> Iterator[concurrent.futures.Future[Any]]:
+        for entry in self._entries():
+            if entry.future is not None:
+                yield entry.future
 
     # -- commits --------------------------------------------------------------------------------
 
@@ -187,8 +196,8 @@ class PipelinedRunner(TransactionalLoop):
         front: list[_Entry] = []
         for queue in self._partitions.values():
             for entry in queue:
-                if entry.future is None or not entry.future.done():
-                    break
+                if entry.future is None or not entry.future.done() or _raised(entry.future):
+                    break  # a fault is handled by _stage_fault first
                 front.append(entry)
         return front
 
@@ -201,9 +210,7 @@ class PipelinedRunner(TransactionalLoop):
         if len(front) < self.commit_size and not (due or everything):
             return
         records = [e.record for e in front]
-        results = self.stage.finish([(e.record, e.future.result()) for e in front if e.future is not None])
-        if len(results) != len(records):
-            raise RuntimeError(f"{self.stage.name} returned {len(results)} results for {len(records)} inputs")
+        results = self._finish(front)
         outputs = self._outputs(records, results)
         metrics.BATCH_SIZE.labels(self.stage.name).observe(len(records))
         ok = self._commit(outputs, _next_offsets(records))
@@ -220,11 +227,61 @@ class PipelinedRunner(TransactionalLoop):
         metrics.BATCH_FILL_S.labels(self.stage.name).observe(self._last_commit - min(e.arrived for e in front))
         self._faults = 0
 
+    def _finish(self, front: list[_Entry]) -> list[Result]:
+        """``stage.finish`` for the front; entries that faulted alone keep their dead letters.
+
+        If ``finish`` raises, each entry is finished alone, so only the one that raises is lost
+        to a ``stage_fault`` dead letter.
+        """
+        todo = [e for e in front if e.failure is None]
+        try:
+            finished = self._checked_finish(todo)
+        except Exception as exc:
+            logger.warning("%s: finish faulted on %d inputs, isolating: %r", self.stage.name, len(todo), exc)
+            finished = []
+            for e in todo:
+                try:
+                    finished.extend(self._checked_finish([e]))
+                except Exception as alone:
+                    finished.append(fault_failure(alone, f"{self.stage.name} finish"))
+        done = iter(finished)
+        return [e.failure if e.failure is not None else next(done) for e in front]
+
+    def _checked_finish(self, entries: list[_Entry]) -> list[Result]:
+        results = self.stage.finish([(e.record, e.future.result()) for e in entries if e.future is not None])
+        if len(results) != len(entries):
+            raise RuntimeError(f"{self.stage.name} returned {len(results)} results for {len(entries)} inputs")
+        return results
+
     def _stage_fault(self) -> bool:
-        """A failed future is a transient fault of the stage: redo everything uncommitted."""
-        failed = next((f for f in self._futures() if f.done() and f.exception() is not None), None)
-        if failed is None:
-            return False
+        """Handle failed futures: a record's own fault is retried, then dead-lettered; True if the
+        stage itself is down (``RetryBatch``), in which case everything uncommitted is redone."""
+        failed = [e for e in self._entries() if e.future is not None and e.future.done() and _raised(e.future)]
+        down = next((e for e in failed if isinstance(e.future.exception(), RetryBatch)), None)  # type: ignore[union-attr]
+        if down is not None:
+            return self._stage_down(down.future.exception())  # type: ignore[union-attr]
+        for entry in failed:
+            self._record_fault(entry)
+        return False
+
+    def _record_fault(self, entry: _Entry) -> None:
+        assert entry.future is not None
+        exc = entry.future.exception()
+        assert exc is not None
+        entry.tries += 1
+        r = entry.record
+        if entry.tries < ISOLATED_TRIES:
+            logger.warning("%s: input %s/%d@%d faulted (%r); trying it again", self.stage.name, *_at(r), exc)
+            self._submit(entry)
+            return
+        with event((r.key or b"").decode("utf-8", "replace"), r.topic, r.partition, r.offset):
+            logger.warning("%s: input faults the stage alone, dead-lettering it: %r", self.stage.name, exc)
+        entry.failure = fault_failure(exc, f"stage {self.stage.name}")
+        entry.future = concurrent.futures.Future()
+        entry.future.set_result(None)
+
+    def _stage_down(self, exc: BaseException | None) -> bool:
+        """The stage cannot take work (its loop died): redo everything uncommitted, in a while."""
         self._faults += 1
         if self._faults > MAX_STAGE_RETRIES:
             raise FatalKafkaError(f"{self.stage.name}: {MAX_STAGE_RETRIES} faults in a row; exiting for a restart")
@@ -235,7 +292,7 @@ class PipelinedRunner(TransactionalLoop):
             self._faults,
             MAX_STAGE_RETRIES,
             wait,
-            failed.exception(),
+            exc,
         )
         self._redo_uncommitted()
         time.sleep(wait)
@@ -270,6 +327,14 @@ class PipelinedRunner(TransactionalLoop):
     def _shutdown(self) -> None:
         self._drop(set(self._partitions) | set(self._waiting))
         super()._shutdown()
+
+
+def _raised(future: concurrent.futures.Future[Any]) -> bool:
+    return not future.cancelled() and future.exception() is not None
+
+
+def _at(record: InputRecord) -> tuple[str, int, int]:
+    return record.topic, record.partition, record.offset
 
 
 def _next_offsets(records: list[InputRecord]) -> list[TopicPartition]:

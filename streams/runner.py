@@ -33,13 +33,23 @@ from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, transactional_producer
 from streams.logctx import event
 from streams.settings import Settings
-from streams.stage import Failure, InputRecord, OutputRecord, RetryBatch, Stage, StageLifecycle
+from streams.stage import (
+    Failure,
+    InputRecord,
+    OutputRecord,
+    Result,
+    RetryBatch,
+    Stage,
+    StageLifecycle,
+    fault_failure,
+)
 from streams.topics import topics
 
 logger = logging.getLogger(__name__)
 
 MAX_STAGE_RETRIES = 5
 MAX_COMMIT_RETRIES = 5
+ISOLATED_TRIES = 2  # a record processed alone that faults this often is that record's fault
 
 
 def _header_pairs(msg: Message) -> list[tuple[str, str | bytes | None]]:
@@ -290,6 +300,13 @@ class TransactionalRunner(TransactionalLoop):
             self._rewind(batch)
 
     def _transform(self, records: list[InputRecord]) -> Sequence[list[OutputRecord] | Failure] | None:
+        """The stage's results for the batch; a fault the stage cannot place on a record is isolated.
+
+        ``RetryBatch`` (a transient fault) is retried with backoff; any other exception, or a batch
+        that keeps asking for a retry, is isolated: each record is processed alone, and one that
+        makes the stage raise by itself becomes its own ``stage_fault`` dead letter. So no record
+        can stop the worker, and the good records of the batch go on.
+        """
         for attempt in range(1, MAX_STAGE_RETRIES + 1):
             t0 = time.monotonic()
             try:
@@ -301,11 +318,35 @@ class TransactionalRunner(TransactionalLoop):
                 )
                 time.sleep(wait)
                 continue
+            except Exception as exc:
+                logger.warning("%s: stage fault on a batch of %d, isolating: %r", self.stage.name, len(records), exc)
+                return self._isolate(records)
             metrics.PROCESS_S.labels(self.stage.name).observe(time.monotonic() - t0)
-            if len(results) != len(records):
-                raise RuntimeError(f"{self.stage.name} returned {len(results)} results for {len(records)} inputs")
-            return results
-        raise FatalKafkaError(f"{self.stage.name}: batch failed {MAX_STAGE_RETRIES} times; exiting for a restart")
+            return self._checked(results, records)
+        return self._isolate(records)
+
+    def _checked(self, results: Sequence[Result], records: Sequence[InputRecord]) -> Sequence[Result]:
+        if len(results) != len(records):
+            raise RuntimeError(f"{self.stage.name} returned {len(results)} results for {len(records)} inputs")
+        return results
+
+    def _isolate(self, records: list[InputRecord]) -> list[Result]:
+        """Process each record alone (twice at most); a record that still faults is dead-lettered."""
+        results: list[Result] = []
+        for record in records:
+            for attempt in range(1, ISOLATED_TRIES + 1):
+                try:
+                    results.extend(self._checked(self.stage.process([record]), [record]))
+                    break
+                except Exception as exc:
+                    if attempt < ISOLATED_TRIES:
+                        time.sleep(backoff_s(attempt, base=0.5))
+                        continue
+                    media = (record.key or b"").decode("utf-8", "replace")
+                    with event(media, record.topic, record.partition, record.offset):
+                        logger.warning("%s: record faults the stage alone: %r", self.stage.name, exc)
+                    results.append(fault_failure(exc, f"stage {self.stage.name}"))
+        return results
 
     def _rewind(self, batch: list[Message]) -> None:
         """Seek every partition of the batch back to its first offset, to process it again."""

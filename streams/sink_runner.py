@@ -22,18 +22,19 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from streams import metrics
 from streams.batching import Batcher
 from streams.dlq import dead_letter
-from streams.errors import FatalKafkaError
+from streams.errors import FatalKafkaError, backoff_s
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, producer
 from streams.logctx import event
-from streams.runner import InstanceLock, default_instance, to_input
+from streams.runner import ISOLATED_TRIES, InstanceLock, default_instance, to_input
 from streams.settings import Settings
-from streams.stage import Failure, InputRecord, TopicKey
+from streams.stage import Failure, InputRecord, TopicKey, fault_failure
 from streams.topics import topics
 
 logger = logging.getLogger(__name__)
 
 Offsets = dict[tuple[str, int], int]
+MAX_WRITE_TRIES = 3  # whole-batch writes before the batch is isolated record by record
 
 
 class StoreSink(Protocol):
@@ -126,15 +127,70 @@ class StoreSinkRunner:
         records = [to_input(m) for m in batch]
         metrics.EVENTS_IN.labels(self.sink.name).inc(len(records))
         metrics.BATCH_SIZE.labels(self.sink.name).observe(len(records))
-        good, failures = self.sink.split(records)
+        good, failures = self._split(records)
         self._dead_letters(failures)
         offsets = _next_offsets(records)
         t0 = time.monotonic()
-        self.sink.write(good, offsets)
+        self._write(good, offsets)
         metrics.PROCESS_S.labels(self.sink.name).observe(time.monotonic() - t0)
         metrics.EVENTS_OUT.labels(self.sink.name).inc(len(good))
         self.written_batches += 1
         self._advisory_commit(offsets)
+
+    def _split(self, records: list[InputRecord]) -> tuple[list[InputRecord], list[tuple[InputRecord, Failure]]]:
+        """The sink's split; if it raises, each record alone, so only the one that raises is dead-lettered."""
+        try:
+            return self.sink.split(records)
+        except Exception as exc:
+            logger.warning("%s: split faulted on %d records, isolating: %r", self.sink.name, len(records), exc)
+        good: list[InputRecord] = []
+        bad: list[tuple[InputRecord, Failure]] = []
+        for r in records:
+            try:
+                ok, failed = self.sink.split([r])
+            except Exception as exc:
+                bad.append((r, fault_failure(exc, f"{self.sink.name} split")))
+                continue
+            good.extend(ok)
+            bad.extend(failed)
+        return good, bad
+
+    def _write(self, good: list[InputRecord], offsets: Offsets) -> None:
+        """Write with retries; a write that keeps failing is isolated record by record.
+
+        Isolation tells a store fault from a record's: before a record that failed alone is
+        dead-lettered, the store must accept an offsets-only write (the probe). A store that
+        refuses the probe is down, and the worker exits for a restart with nothing skipped.
+        """
+        for attempt in range(1, MAX_WRITE_TRIES + 1):
+            try:
+                self.sink.write(good, offsets)
+                return
+            except Exception as exc:
+                if attempt == MAX_WRITE_TRIES:
+                    logger.warning("%s: write failed %d times, isolating: %r", self.sink.name, attempt, exc)
+                    break
+                wait = backoff_s(attempt, base=0.5)
+                logger.warning("%s: write failed (%r), retry %d in %.1fs", self.sink.name, exc, attempt, wait)
+                time.sleep(wait)
+        for r in sorted(good, key=lambda r: (r.topic, r.partition, r.offset)):
+            self._write_alone(r)
+        self.sink.write([], offsets)
+
+    def _write_alone(self, r: InputRecord) -> None:
+        tp = (r.topic, r.partition)
+        for attempt in range(1, ISOLATED_TRIES + 1):
+            try:
+                self.sink.split([r])  # the sink may keep what split decoded for the write
+                self.sink.write([r], {tp: r.offset + 1})
+                return
+            except Exception as exc:
+                error = exc
+                if attempt < ISOLATED_TRIES:
+                    time.sleep(backoff_s(attempt, base=0.5))
+        self.sink.write([], {tp: r.offset})  # the probe: raises (ends the worker) if the store is down
+        self._dead_letters([(r, fault_failure(error, f"{self.sink.name} write"))])
+        self.sink.write([], {tp: r.offset + 1})
 
     def _commit_idle_positions(self) -> None:
         """While idle, let the advisory offsets move past trailing transaction markers."""

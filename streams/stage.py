@@ -8,6 +8,7 @@ DLQ with the original bytes. Nothing here imports Kafka, so transforms are testa
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -17,7 +18,7 @@ from typing import Any, Literal, Protocol
 from schemas.codec import encode_dead_letter
 from schemas.models import DeadLetter, Header
 
-TopicKey = Literal["requests", "frames", "vectors", "dlq", "seen"]
+TopicKey = Literal["requests", "frames", "vectors", "dlq", "seen", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,26 @@ class TransactionAware(Protocol):
     def aborted(self) -> None: ...
 
 
+# A dead letter keeps the original event, but at most this much of it: the DLQ topic's message
+# limit must hold whatever arrived (an input near the broker's limit included).
+MAX_ORIGINAL_BYTES = 1024 * 1024
+
+
 def dead_letter(record: InputRecord, stage: str, failure: Failure) -> OutputRecord:
-    """The DLQ record for ``record``: original bytes and headers, cause, reason, source offset."""
+    """The DLQ record for ``record``: original bytes and headers, cause, reason, source offset.
+
+    An original value over :data:`MAX_ORIGINAL_BYTES` is kept cut to that size, with its full size
+    and SHA-256 in ``details`` (``original_truncated``); such a letter cannot be redriven.
+    """
+    details = dict(failure.details)
+    value = record.value
+    if len(value) > MAX_ORIGINAL_BYTES:
+        details.update(
+            original_truncated="true",
+            original_bytes=str(len(value)),
+            original_sha256=hashlib.sha256(value).hexdigest(),
+        )
+        value = value[:MAX_ORIGINAL_BYTES]
     dl = DeadLetter(
         stage=stage,
         error_class=failure.error_class,
@@ -108,18 +127,29 @@ def dead_letter(record: InputRecord, stage: str, failure: Failure) -> OutputReco
         source_partition=record.partition,
         source_offset=record.offset,
         original_key=record.key,
-        original_value=record.value,
+        original_value=value,
         original_headers=record.headers,
         failed_at=time.time(),
         media_id=failure.media_id or (record.key or b"").decode("utf-8", "replace"),
         redrive_count=_redrive_count(record.headers),
-        details=dict(failure.details),
+        details=details,
     )
     return OutputRecord(topic="dlq", key=record.key or b"", value=encode_dead_letter(dl))
+
+
+def fault_failure(exc: BaseException, what: str) -> Failure:
+    """A record that made the stage itself raise, found by isolating it: its dead letter says how."""
+    text = f"{type(exc).__name__}: {exc}"
+    text = text if len(text) <= 300 else text[:299] + "\u2026"
+    reason = f"{what} raised on this record alone: {text}"
+    return Failure("stage_fault", reason, details={"exception": type(exc).__name__})
 
 
 def _redrive_count(headers: tuple[Header, ...]) -> int:
     for h in headers:
         if h.key == "mediavec-redrive-count" and h.value:
-            return int(h.value)
+            try:
+                return min(max(0, int(h.value)), 1_000_000)
+            except ValueError:  # a header someone else set: not ours to trust
+                return 0
     return 0

@@ -88,7 +88,7 @@ def test_sink_routes_garbage_nan_and_dimension_mismatch_to_failures(tmp_path: Pa
         assert [(r.offset, f.error_class) for r, f in bad] == [
             (1, "invalid_vector_batch"),
             (2, "dimension_mismatch"),
-            (3, "invalid_vector"),
+            (3, "invalid_vector_batch"),  # NaN: refused by the decoder, for every sink
             (5, "dimension_mismatch"),
         ]
         assert "64-d vectors" in bad[1][1].reason and bad[1][1].media_id == "b"
