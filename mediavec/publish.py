@@ -1,16 +1,15 @@
-"""Publish media requests from a file: one URL per line, JSONL, or CSV with a ``url`` column."""
+"""Publish media requests to the requests topic, keyed by media id.
+
+Reading them from a file (and refusing its bad lines first) is :mod:`mediavec.publish_file`.
+"""
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from tqdm import tqdm
@@ -28,38 +27,8 @@ def media_id_for(url: str) -> str:
     return "url-" + hashlib.sha256(url.encode()).hexdigest()[:24]
 
 
-def read_requests(path: Path, *, collection: str, run_id: str, kind: str = "image") -> Iterator[MediaRequest]:
-    """Requests from ``path``: plain URLs, JSON lines (url, media_id, metadata, ...), or CSV."""
-    text = path.read_text(encoding="utf-8")
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        return
-    if lines[0].lstrip().startswith("{"):
-        rows: Iterable[dict[str, Any]] = (json.loads(ln) for ln in lines)
-    elif "," in lines[0] and "url" in [c.strip() for c in lines[0].split(",")]:
-        rows = csv.DictReader(io.StringIO("\n".join(lines)))
-    else:
-        rows = ({"url": ln.strip()} for ln in lines)
-    for row in rows:
-        yield _request(dict(row), collection=collection, run_id=run_id, kind=kind)
-
-
-def _request(row: dict[str, Any], *, collection: str, run_id: str, kind: str) -> MediaRequest:
-    url = str(row.pop("url")).strip()
-    known = {"media_id", "collection", "kind", "start_s", "end_s", "sample_fps", "options", "reprocess"}
-    fields = {k: row.pop(k) for k in list(row) if k in known and row[k] not in (None, "")}
-    metadata = {str(k): str(v) for k, v in (row.pop("metadata", None) or {}).items()}
-    metadata.update({str(k): str(v) for k, v in row.items() if v not in (None, "")})
-    return MediaRequest(
-        media_id=str(fields.pop("media_id", media_id_for(url))),
-        url=url,
-        kind=fields.pop("kind", kind),
-        collection=fields.pop("collection", collection),
-        metadata=metadata,
-        run_id=run_id,
-        published_at=time.time(),
-        **fields,
-    )
+class PublishError(RuntimeError):
+    """Some requests were not acknowledged by the broker (the text says how many, and why)."""
 
 
 def new_run_id() -> str:
@@ -69,7 +38,7 @@ def new_run_id() -> str:
 def publish(
     settings: Settings, requests: Iterable[MediaRequest], *, total: int | None = None, show_progress: bool = True
 ) -> int:
-    """Publish requests keyed by media id; returns how many the broker acknowledged."""
+    """Publish requests keyed by media id; returns how many the broker acknowledged (all, or PublishError)."""
     topic = topics(settings).requests.name
     p = producer(settings)
     acked = 0
@@ -89,7 +58,7 @@ def publish(
     left = p.flush(60)
     bar.close()
     if left or failed:
-        raise RuntimeError(f"{left + len(failed)} requests not acknowledged: {failed[:3]}")
+        raise PublishError(f"{left + len(failed)} requests not acknowledged by Kafka: {'; '.join(failed[:3])}")
     return acked
 
 

@@ -18,10 +18,11 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from tqdm import tqdm
@@ -32,6 +33,17 @@ from consumers.fetch.video import video_duration
 from consumers.fetch.video_sampling import segments
 from consumers.fetch.video_source import HttpRangeFile, file_url_path, is_file_url
 from mediavec.publish import media_id_for
+from mediavec.publish_file import (
+    Line,
+    PublishFileError,
+    Refused,
+    display_name,
+    quote,
+    read_lines,
+    reason_text,
+    request_problem,
+    url_problem,
+)
 from schemas import MediaRequest
 from streams.settings import Settings
 
@@ -56,33 +68,112 @@ def is_video_file(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-def expand_sources(sources: Iterable[str], base: Path | None = None) -> list[str]:
-    """Video URLs (http(s), or file:// of absolute paths) named by ``sources``, in order, once each."""
-    out: list[str] = []
+@dataclass(frozen=True)
+class Problem:
+    """A source, or a video, that yields no requests, and why."""
+
+    source: str  # as the user named it (an argument, ``list.txt:3``) or the video's URL
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.reason}"
+
+
+@dataclass
+class Sources:
+    """Video URLs named by the sources, in order and once each, and the sources that name none."""
+
+    urls: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set, repr=False)
+    _lists: set[Path] = field(default_factory=set, repr=False)
+
+    def refuse(self, source: str, reason: str) -> None:
+        self.problems.append(Problem(source, reason_text(reason)))
+
+    def add(self, url: str) -> None:
+        if url not in self._seen:
+            self._seen.add(url)
+            self.urls.append(url)
+
+
+def gather_sources(sources: Iterable[str], base: Path | None = None) -> Sources:
+    """Video URLs (http(s), or file:// of absolute paths) named by ``sources``; each bad source once."""
+    found = Sources()
     for source in sources:
-        for url in _expand(source.strip(), base or Path.cwd()):
-            if url not in out:
-                out.append(url)
-    return out
+        _gather(source.strip(), display_name(source), base or Path.cwd(), found)
+    return found
 
 
-def _expand(source: str, base: Path) -> Iterator[str]:
+def expand_sources(sources: Iterable[str], base: Path | None = None) -> list[str]:
+    """The video URLs of :func:`gather_sources`; FileNotFoundError names the first bad source."""
+    found = gather_sources(sources, base)
+    if found.problems:
+        raise FileNotFoundError(str(found.problems[0]))
+    return found.urls
+
+
+def _gather(source: str, label: str, base: Path, found: Sources) -> None:
     if not source or source.startswith("#"):
         return
-    scheme = urlsplit(source).scheme.lower()
-    if scheme in ("http", "https"):
-        yield source
-        return
-    path = file_url_path(source) if scheme == "file" else (base / source)
+    try:
+        scheme = urlsplit(source).scheme.lower()
+        if scheme in ("http", "https"):
+            problem = url_problem(source)
+            if problem:
+                found.refuse(label, problem)
+            else:
+                found.add(source)
+            return
+        if scheme != "file" and "://" in source:
+            found.refuse(label, f"not an http(s) or file:// URL: {quote(source)}")
+            return
+        path = file_url_path(source) if scheme == "file" else (base / source)
+        _gather_path(path, label, found)
+    except (ValueError, FetchError, OSError) as exc:
+        found.refuse(label, _why(exc))
+
+
+def _gather_path(path: Path, label: str, found: Sources) -> None:
     if path.is_dir():
-        yield from (p.resolve().as_uri() for p in sorted(path.iterdir()) if p.is_file() and is_video_file(p))
+        videos = [p for p in sorted(path.iterdir()) if p.is_file() and is_video_file(p)]
+        if not videos:
+            found.refuse(label, f"no video files in this directory ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+        for video in videos:
+            found.add(video.resolve().as_uri())
     elif is_video_file(path):
-        yield path.resolve().as_uri()  # a missing file fails at probing, with its name
+        found.add(path.resolve().as_uri())  # a missing file fails at probing, with its name
     elif path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        yield from (url for line in lines for url in _expand(line.strip(), path.parent))
+        _gather_list(path, label, found)
     else:
-        raise FileNotFoundError(f"no such video, directory or list file: {source}")
+        found.refuse(label, "no such video, directory or list file")
+
+
+def _gather_list(path: Path, label: str, found: Sources) -> None:
+    """A list file: one source per line, ``#`` comments, paths relative to the list file."""
+    if path.resolve() in found._lists:
+        found.refuse(label, "this list file was read already (a list naming itself?)")
+        return
+    found._lists.add(path.resolve())
+    try:
+        lines, refused = read_lines(path, "list file")
+    except PublishFileError as exc:
+        found.problems.append(Problem(label, str(exc).removeprefix(f"{display_name(path)}: ")))
+        return
+    entries: list[Line | Refused] = [*lines, *refused]
+    for entry in sorted(entries, key=lambda e: e.number if isinstance(e, Line) else e.line):
+        if isinstance(entry, Refused):
+            found.refuse(f"{label}:{entry.line}", entry.reason)
+        else:
+            _gather(entry.text, f"{label}:{entry.number}", path.parent, found)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, FetchError):
+        return exc.reason
+    if isinstance(exc, OSError):
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    return f"not a URL or path ({exc})"
 
 
 @dataclass(frozen=True)
@@ -148,6 +239,8 @@ def _duration(source: Path | HttpRangeFile) -> float | str:
         seconds = video_duration(source)
     except DecodeError as exc:
         return f"{exc.error_class}: {exc.reason}"
+    except OSError as exc:  # a local file we may not read
+        return f"unreadable: {exc.strerror or type(exc).__name__}"
     return seconds if seconds > 0 else "unknown_duration: the video declares no duration"
 
 
@@ -181,6 +274,27 @@ def segment_requests(
         )
         for a, b in segments(stop - start_s, segment_s)
     ]
+
+
+def video_requests(probed: Sequence[Probed], **segmenting: Any) -> tuple[list[MediaRequest], list[Problem]]:
+    """The segment requests of every readable video (``segmenting``: :func:`segment_requests`'
+    keywords), and each video that yields none or whose requests the consumers would refuse, once."""
+    requests: list[MediaRequest] = []
+    problems: list[Problem] = []
+    for p in probed:
+        source = display_name(file_url_path(p.url) if is_file_url(p.url) else p.url)
+        if p.duration_s is None:
+            problems.append(Problem(source, reason_text(p.error)))
+            continue
+        segs = segment_requests(p, **segmenting)
+        refused = next((why for why in map(request_problem, segs) if why), None)
+        if not segs:
+            problems.append(Problem(source, f"no segment to publish (the video lasts {p.duration_s:.1f} s)"))
+        elif refused:
+            problems.append(Problem(source, refused))
+        else:
+            requests.extend(segs)
+    return requests, problems
 
 
 def local_dirs(urls: Iterable[str]) -> list[str]:
