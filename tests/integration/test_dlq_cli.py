@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from consumers.fetch.stage import FetchStage
+from mediavec import workers
 from mediavec.mediaserver import MediaServer
 from mediavec.samples import sample_images
 from schemas import decode_dead_letter, decode_frame
 from streams.admin import ensure_topics
-from streams.runner import TransactionalRunner
 from streams.settings import FetchSettings, Settings
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, read_topic, wait_for
@@ -44,7 +43,7 @@ def test_publish_dead_letter_list_and_redrive(settings: Settings, tmp_path: Path
         urls.write_text(server.url("/flaky/1/photo.jpg") + "\n" + server.url("/status/404/gone.jpg") + "\n")
         out = _cli(settings, "publish", "images", str(urls), "--run-id", "r1", "--quiet")
         assert "published 2 requests, run id r1" in out
-        runner = TransactionalRunner(settings, FetchStage(settings), batch_size=8, batch_deadline_s=0.1, instance="d")
+        runner = workers.build("fetch", settings, instance="d")  # as `mediavec run fetch` builds it
         with ThreadWorker(runner):
             wait_for(lambda: len(read_topic(settings, topics(settings).dlq.name)) == 2, 60, "two dead letters")
             listing = _cli(settings, "dlq", "list")

@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from consumers.embed.stage import EmbedStage
-from consumers.fetch.stage import FetchStage
+from mediavec import workers
 from mediavec.mediaserver import MediaServer
 from mediavec.publish import publish
 from mediavec.samples import sample_images
 from mediavec.status import look
 from schemas import MediaRequest
 from streams.admin import ensure_topics
-from streams.runner import TransactionalRunner
 from streams.settings import Settings
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, read_topic, wait_for
@@ -56,13 +54,13 @@ def test_status_shows_lag_per_stage(settings: Settings, tmp_path: Path) -> None:
         ).stdout
         fetch_line = next(line for line in out.splitlines() if line.startswith("fetch "))
         assert fetch_line.split()[2] == "6", out
-        runner = TransactionalRunner(settings, FetchStage(settings), batch_size=8, batch_deadline_s=0.1, instance="st")
+        runner = workers.build("fetch", settings, instance="st")  # as `mediavec run fetch` builds it
         with ThreadWorker(runner):
             wait_for(lambda: len(read_topic(settings, topics(settings).frames.name)) == 6, 60, "six frames")
             wait_for(lambda: _lags(settings)["fetch"] == 0, 30, "fetch lag to drain")
     after = _lags(settings)
     assert after["embed"] >= 6  # six frames (plus transaction markers) wait for the embed stage
-    embed = TransactionalRunner(settings, EmbedStage(settings), batch_size=8, batch_deadline_s=0.1, instance="st")
+    embed = workers.build("embed", settings, instance="st")
     with ThreadWorker(embed):
         wait_for(lambda: len(read_topic(settings, topics(settings).vectors.name)) == 6, 120, "six vector batches")
         # Drained: the commit markers left after the last committed frames are not lag.
