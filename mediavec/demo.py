@@ -16,10 +16,11 @@ from pathlib import Path
 from mediavec.devstack import stack
 from mediavec.localworkers import LocalWorkers, follow
 from mediavec.mediaserver import MediaServer
-from mediavec.progress import RunTracker
+from mediavec.progress import RunTracker, describe
 from mediavec.publish import new_run_id, publish
+from mediavec.query_models import QueryModels
 from mediavec.samples import sample_images
-from mediavec.search import format_hits, search
+from mediavec.search import format_hits, random_weight_models, search
 from mediavec.vectorstore import open_store
 from schemas import MediaRequest
 from streams.admin import ensure_topics
@@ -30,13 +31,23 @@ STAGES = ("fetch", "embed", "sink-qdrant")
 COLLECTION = "demo"
 
 
+RANDOM_OK = ("model", "concept")  # CLIP-family weights cannot ship: see README, model weights
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The settings of the whole demo, its workers and its own searches alike: random weights are
+    allowed for the open_clip models unless the environment says otherwise."""
+    update = {
+        group: getattr(settings, group).model_copy(update={"allow_random_weights": True})
+        for group in RANDOM_OK
+        if f"MEDIAVEC_{group.upper()}__ALLOW_RANDOM_WEIGHTS" not in os.environ
+    }
+    return settings.model_copy(update=update)
+
+
 def worker_env() -> dict[str, str]:
     """What the demo's stage processes get on top of the settings: the local server allow-listed."""
-    env = {"MEDIAVEC_FETCH__ALLOW_CIDRS": json.dumps(["127.0.0.1/32"])}
-    for group in ("MODEL", "CONCEPT"):  # CLIP-family weights cannot ship: see README, model weights
-        if f"MEDIAVEC_{group}__ALLOW_RANDOM_WEIGHTS" not in os.environ:
-            env[f"MEDIAVEC_{group}__ALLOW_RANDOM_WEIGHTS"] = "true"
-    return env
+    return {"MEDIAVEC_FETCH__ALLOW_CIDRS": json.dumps(["127.0.0.1/32"])}
 
 
 def _drop_demo_collections(settings: Settings) -> None:
@@ -56,6 +67,7 @@ def _quiet_logs() -> None:
 
 def run_demo(settings: Settings, *, query: str, keep_workers: bool = False) -> int:
     _quiet_logs()
+    settings = demo_settings(settings)
     info = stack.up(settings)
     print(info.describe())
     ensure_topics(settings)
@@ -80,32 +92,38 @@ def run_demo(settings: Settings, *, query: str, keep_workers: bool = False) -> i
             ]
             tracker = RunTracker(settings, run_id, len(requests))
             publish(settings, requests, total=len(requests))
-            follow(tracker, workers)
-            prog = tracker.progress
-            tracker.close()
-            print(f"run {run_id}: {prog.stored} stored, {prog.failed} failed {prog.causes or ''}")
+            try:
+                follow(tracker, workers)
+            finally:
+                tracker.close()
+            print(describe(run_id, tracker.progress))
     finally:
         if not keep_workers:
             workers.stop()
-    _print_searches(settings, query, images[0])
+    if keep_workers and settings.qdrant.url is None:
+        print("searches skipped: sink-qdrant still holds the embedded store (--keep-workers)")
+    else:
+        _print_searches(settings, query, images[0])
     print("the stack keeps running; `mediavec dev down` stops it")
     return 0
 
 
 def _print_searches(settings: Settings, query: str, image: Path) -> None:
-    from mediavec.models.clip import ClipEmbedder
-
+    """The searches a user would run next, with every model they need loaded once for all three."""
     logging.getLogger("mediavec.models").setLevel(logging.ERROR)  # the notice below says it plainly
-    embedder = ClipEmbedder.load(settings.model.model_copy(update={"allow_random_weights": True}))
-    if embedder.is_random:
+    random = random_weight_models(settings)
+    if random:
         print(
-            "\nNOTE: the embedding model runs on RANDOM WEIGHTS (none were found), so the rankings below are "
+            f"\nNOTE: {', '.join(random)} run on RANDOM WEIGHTS (none were found), so the rankings below are "
             "meaningless.\nSupply real weights as the README's 'Model weights' section says "
-            "(MEDIAVEC_MODEL__MODEL_DIR or the Hugging Face hub cache), then run the demo again.\n"
+            "(MEDIAVEC_MODEL__MODEL_DIR, MEDIAVEC_CONCEPT__MODEL_DIR or the Hugging Face hub cache), "
+            "then run the demo again.\n"
         )
+    models = QueryModels(settings)
     print(f'search --text "{query}":')
-    print(format_hits(search(settings, text=query, collection=COLLECTION, limit=5, embedder=embedder)))
-    print(f'\nsearch --text "{query}" --space all (scenes, detected objects, grid patches, text):')
-    print(format_hits(search(settings, text=query, collection=COLLECTION, limit=8, space="all", embedder=embedder)))
+    print(format_hits(search(settings, text=query, collection=COLLECTION, limit=5, models=models)))
+    print(f'\nsearch --text "{query}" --space all --per-space 3 (scenes, detected objects, grid patches, text):')
+    every = search(settings, text=query, collection=COLLECTION, limit=12, space="all", per_space=3, models=models)
+    print(format_hits(every))
     print(f"\nsearch --image {image.name}:")
-    print(format_hits(search(settings, image=image, collection=COLLECTION, limit=5, embedder=embedder)))
+    print(format_hits(search(settings, image=image, collection=COLLECTION, limit=5, models=models)))

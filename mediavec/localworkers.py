@@ -48,7 +48,7 @@ class LocalWorkers:
 
 
 def follow(tracker: RunTracker, workers: LocalWorkers, *, unit: str = "img", timeout_s: float = 3600) -> None:
-    """A live bar until the run is done: stored/total, rate, success rate, ETA; fails if a worker dies."""
+    """A live bar until the run is done (stored, skipped or failed): rate, success rate, ETA; fails if a worker dies."""
     total = tracker.progress.total
     bar = tqdm(total=total, unit=unit, desc="stored")
     deadline = time.monotonic() + timeout_s
@@ -56,7 +56,9 @@ def follow(tracker: RunTracker, workers: LocalWorkers, *, unit: str = "img", tim
         while time.monotonic() < deadline:
             prog = tracker.poll(1.0)
             bar.n = prog.done
-            bar.set_postfix(stored=prog.stored, failed=prog.failed, success=f"{prog.success_rate:.0%}")
+            bar.set_postfix(
+                stored=prog.stored, skipped=prog.skipped, failed=prog.failed, success=f"{prog.success_rate:.0%}"
+            )
             bar.refresh()
             if prog.done >= total:
                 return

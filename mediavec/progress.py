@@ -2,8 +2,10 @@
 
 A vector batch of the run counts as stored once the sink's consumer group has committed past
 its offset (the sink commits only after its store acknowledged the write and recorded the
-offsets). A run's dead letters are read from the DLQ. This works for every store backend and
-from any process, while the sinks hold their stores.
+offsets). A run's dead letters are read from the DLQ and count as failed; media skipped on
+purpose (duplicates of earlier media, on the skipped topic) count as skipped, not as failures:
+the success rate is stored / (stored + failed). This works for every store backend and from any
+process, while the sinks hold their stores.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ class RunProgress:
     total: int
     stored: int = 0
     failed: int = 0
+    skipped: int = 0
     started: float = field(default_factory=time.monotonic)
     causes: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, str] = field(default_factory=dict)  # skipped media id -> the earlier media it repeats
 
     @property
     def done(self) -> int:
-        return self.stored + self.failed
+        return self.stored + self.failed + self.skipped
 
     @property
     def rate(self) -> float:
@@ -41,7 +45,9 @@ class RunProgress:
 
     @property
     def success_rate(self) -> float:
-        return self.stored / self.done if self.done else 1.0
+        """Stored of what was processed: skipped duplicates are neither successes nor failures."""
+        processed = self.stored + self.failed
+        return self.stored / processed if processed else 1.0
 
     @property
     def eta_s(self) -> float | None:
@@ -49,7 +55,7 @@ class RunProgress:
 
 
 class RunTracker:
-    """Follows one run on the vectors and DLQ topics, from the moment it is created."""
+    """Follows one run on the vectors, DLQ and skipped topics, from the moment it is created."""
 
     def __init__(
         self,
@@ -65,7 +71,7 @@ class RunTracker:
         self.run_id = run_id
         self.progress = RunProgress(total)
         t = topics(settings)
-        self._vectors, self._dlq = t.vectors.name, t.dlq.name
+        self._vectors, self._dlq, self._skipped = t.vectors.name, t.dlq.name, t.skipped.name
         self._reader = consumer(settings, f"{settings.topics.prefix}mediavec.progress-reader")
         self._sink_group: Consumer = consumer(settings, sink_group or group_id(settings, sink))
         self._parts = self._partitions()
@@ -74,15 +80,17 @@ class RunTracker:
         self._pending: dict[int, list[tuple[int, str]]] = {}  # vectors partition -> (offset, media id)
         self._stored: set[str] = set()
         self._failed: set[str] = set()
+        self._duplicates: dict[str, str] = {}  # skipped media id -> earlier media id
 
     def _partitions(self, wait_s: float = 30.0) -> list[tuple[str, int]]:
-        """Partitions of the vectors and DLQ topics; topics just created may take a moment to show."""
+        """Partitions of the topics it reads; topics just created may take a moment to show."""
         deadline = time.monotonic() + wait_s
+        names = (self._vectors, self._dlq, self._skipped)
         while True:
             md = self._reader.list_topics(timeout=10).topics
-            missing = [name for name in (self._vectors, self._dlq) if name not in md]
+            missing = [name for name in names if name not in md]
             if not missing:
-                return [(name, p) for name in (self._vectors, self._dlq) for p in md[name].partitions]
+                return [(name, p) for name in names for p in md[name].partitions]
             if time.monotonic() > deadline:
                 raise RuntimeError(f"topics {missing} do not exist; create them with `mediavec topics`")
             time.sleep(0.2)
@@ -104,7 +112,11 @@ class RunTracker:
                     self._pending.setdefault(partition, []).append((offset, batch.rows[0].media_id))
             else:
                 letter = decode_dead_letter(value)
-                if _run_of(letter.original_value) == self.run_id and letter.media_id not in self._failed:
+                if _run_of(letter.original_value) != self.run_id:
+                    return
+                if topic == self._skipped:
+                    self._duplicates.setdefault(letter.media_id, letter.details.get("duplicate_of", "?"))
+                elif letter.media_id not in self._failed:
                     self._failed.add(letter.media_id)
                     self.progress.causes[letter.error_class] = self.progress.causes.get(letter.error_class, 0) + 1
         except SchemaError as exc:
@@ -125,6 +137,10 @@ class RunTracker:
                 self._pending[tp.partition] = keep
         self.progress.stored = len(self._stored)
         self.progress.failed = len(self._failed - self._stored)
+        # A media with a stored or failed part (another segment of a video) is counted there.
+        skipped = {m: e for m, e in self._duplicates.items() if m not in self._stored and m not in self._failed}
+        self.progress.skipped = len(skipped)
+        self.progress.duplicates = skipped
 
     def close(self) -> None:
         self._reader.close()
@@ -181,12 +197,22 @@ def run_tracker(settings: Settings, run_id: str) -> RunTracker:
     return tracker
 
 
-def describe(run_id: str, p: RunProgress) -> str:
-    """One line: stored of total, failures by cause, rate, success rate, ETA."""
+def describe(run_id: str, p: RunProgress, *, named: int = 3) -> str:
+    """One line: stored of total, duplicates skipped (naming the earlier media), failures by cause,
+    rate, success rate (stored of stored + failed), ETA."""
     causes = ", ".join(f"{k} {v}" for k, v in sorted(p.causes.items(), key=lambda kv: -kv[1]))
     eta = "done" if p.done >= p.total else (f"ETA {p.eta_s:.0f}s" if p.eta_s is not None else "ETA unknown")
     return (
-        f"run {run_id}: stored {p.stored} of {p.total}, failed {p.failed}"
+        f"run {run_id}: stored {p.stored} of {p.total}, skipped {p.skipped}"
+        + (f" ({_duplicates(p.duplicates, named)})" if p.duplicates else "")
+        + f", failed {p.failed}"
         + (f" ({causes})" if causes else "")
         + f", {p.rate:.2f} media/s, success {100 * p.success_rate:.1f}%, {eta}"
     )
+
+
+def _duplicates(duplicates: dict[str, str], named: int) -> str:
+    """``duplicates: b of a, d of c, +3 more`` (skipped media of the earlier media), in media id order."""
+    pairs = sorted(duplicates.items())
+    text = "duplicates: " + ", ".join(f"{media} of {earlier}" for media, earlier in pairs[:named])
+    return text + (f", +{len(pairs) - named} more" if len(pairs) > named else "")

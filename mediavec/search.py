@@ -18,7 +18,9 @@ face     image queries only: the descriptor of the best face in the image
 =======  ==============================================================================
 
 ``all`` searches every space that fits the query and exists, and merges the hits by score:
-every store gives cosine similarity, but scores of different models are only roughly comparable.
+every store gives cosine similarity, but scores of different models are only roughly comparable,
+and a text query scores text rows far above images (the modality gap), so ``per_space`` caps
+each space's share of the merged list to show every space.
 A query wider than a collection is cut to its dimension by the store (``fit_query``).
 """
 
@@ -55,6 +57,7 @@ __all__ = [
     "layout",
     "load_query_model",
     "plan",
+    "random_weight_models",
     "resolve_base",
     "resolve_collection",
     "search",
@@ -142,8 +145,10 @@ def search(
     embedder: ClipEmbedder | None = None,
     models: QueryModels | None = None,
     stores: tuple[str, ...] = ("qdrant",),
+    per_space: int | None = None,
 ) -> list[Hit]:
-    """Top hits in one space (or ``all``) of ``collection`` (a request collection or an alias).
+    """Top hits in one space (or ``all``) of ``collection`` (a request collection or an alias),
+    at most ``per_space`` of them from any one space.
 
     Raises SearchError when the query does not fit the space, UnknownCollectionError when no
     store holds any collection the search would read.
@@ -168,7 +173,8 @@ def search(
                 if space != "all":
                     raise SearchError("no face found in the query image")
                 continue
-            lists.extend(_search_store(s, target, vector, limit) for s in holding)
+            n = limit if per_space is None else min(limit, per_space)
+            lists.append(merge_hits((_search_store(s, target, vector, n) for s in holding), n))
     if not found:
         raise UnknownCollectionError(_nothing_there(collection, space, targets, stores))
     return merge_hits(lists, limit)
@@ -202,6 +208,15 @@ def default_stores(settings: Settings) -> tuple[str, ...]:
     """Qdrant, plus the encrypted index when a key for it is configured."""
     enc = settings.encindex
     return ("qdrant", "encrypted") if (enc.key_file or enc.key_env) else ("qdrant",)
+
+
+def random_weight_models(settings: Settings) -> list[str]:
+    """Ids of the configured open_clip models (vision, concept) that run on random weights, whose
+    rankings mean nothing; raises WeightsNotFound, as a search would, where they are not allowed."""
+    from mediavec.models.weights import resolve_weights
+
+    resolved = [resolve_weights(model) for model in (settings.model, settings.concept)]
+    return [w.model_id for w in resolved if w.is_random]
 
 
 def load_query_model(settings: Settings, model_id: str | None) -> ClipEmbedder:

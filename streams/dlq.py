@@ -1,10 +1,15 @@
-"""Dead letters: list them and redrive them (``streams.stage.dead_letter`` builds them)."""
+"""Dead letters: list them and redrive them (``streams.stage.dead_letter`` builds them).
+
+The ``skipped`` topic holds media skipped on purpose (duplicates of earlier media) in the same
+schema; :func:`read_entries` lists it too. Those are not failures and are not redriven.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from schemas import DeadLetter, decode_dead_letter
 from streams.kafka import producer, read_to_end
@@ -52,10 +57,12 @@ _SUMMARY_FIELDS = (
 )
 
 
-def read_entries(settings: Settings, timeout_s: float = 10.0) -> Iterator[DlqEntry]:
-    """Every committed entry now in the DLQ topic, oldest first per partition (no group state)."""
-    reader = f"{settings.topics.prefix}mediavec.dlq-reader"
-    for msg in read_to_end(settings, topics(settings).dlq.name, reader, timeout_s=timeout_s):
+def read_entries(
+    settings: Settings, timeout_s: float = 10.0, *, topic: Literal["dlq", "skipped"] = "dlq"
+) -> Iterator[DlqEntry]:
+    """Every committed entry now in the DLQ (or the skipped) topic, oldest first per partition (no group state)."""
+    reader = f"{settings.topics.prefix}mediavec.{topic}-reader"
+    for msg in read_to_end(settings, topics(settings).by_name(topic).name, reader, timeout_s=timeout_s):
         yield DlqEntry(msg.partition() or 0, msg.offset() or 0, decode_dead_letter(msg.value() or b""))
 
 

@@ -43,9 +43,10 @@ class Topics:
     vectors: TopicSpec
     dlq: TopicSpec
     seen: TopicSpec
+    skipped: TopicSpec
 
     def all(self) -> tuple[TopicSpec, ...]:
-        return (self.requests, self.frames, self.vectors, self.dlq, self.seen)
+        return (self.requests, self.frames, self.vectors, self.dlq, self.seen, self.skipped)
 
     def by_name(self, name: str) -> TopicSpec:
         for spec in self.all():
@@ -69,4 +70,8 @@ def topics(settings: Settings) -> Topics:
         dlq=TopicSpec("dlq", dlq, t.dlq_partitions, 30 * DAY_MS, "avro:dead_letter/v1", None),
         # Media already processed (by URL and by content hash): the fetch stage's dedup table.
         seen=TopicSpec("seen", f"{p}media.seen", 4, -1, "json:seen", None, compacted=True),
+        # Media skipped on purpose (duplicates of earlier media), in the dead letter's schema: not failures.
+        skipped=TopicSpec(
+            "skipped", f"{shared}media.skipped", t.dlq_partitions, 30 * DAY_MS, "avro:dead_letter/v1", None
+        ),
     )

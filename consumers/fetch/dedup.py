@@ -6,8 +6,10 @@ segments of one video share URL and media id, so a video request's URL key hashe
 too (``<url>#t=<start>,<end>@<fps>``) and it has no content key. New keys
 leave the stage as ordinary outputs to the ``seen`` topic, inside the same transaction as the
 frames, so the table changes exactly when the frames commit (see streams.table.GlobalTable). A
-request with ``reprocess: true`` is processed whatever the table says. A duplicate is not
-dropped silently: it becomes a ``duplicate_media`` dead letter naming the media it repeats.
+request with ``reprocess: true`` is processed whatever the table says. A duplicate is not a
+failure, and not dropped silently either: it leaves as an ordinary output to the ``skipped`` topic
+(a record in the dead letter's schema, error class ``duplicate_media``, naming the media it
+repeats in its reason and in ``details["duplicate_of"]``), in the same transaction as the frames.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ import json
 import os
 import secrets
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from consumers.fetch.download import redact_url
 from schemas.models import MediaRequest
 from streams.kvtable import LocalTable, remove_orphans
 from streams.settings import Settings
-from streams.stage import Failure, OutputRecord
+from streams.stage import Failure, InputRecord, OutputRecord, dead_letter
+
+DUPLICATE = "duplicate_media"  # the error class of a skipped record, as `mediavec dlq list --skipped` shows it
 
 
 class SeenTable(Protocol):
@@ -70,8 +76,30 @@ def content_key(collection: str, content_sha256: str) -> str:
     return f"{collection}|sha256|{content_sha256}"
 
 
-def seen_before_download(table: SeenTable, req: MediaRequest) -> Failure | None:
-    """A request whose URL was already processed: refuse it before spending a download."""
+@dataclass(frozen=True)
+class Duplicate:
+    """A request for media already processed in its collection: skipped, never a failure."""
+
+    req: MediaRequest
+    earlier: str  # the media id it repeats
+    what: str  # "the same URL", "the same content"
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"{self.what} was already processed as media {self.earlier!r} in collection {self.req.collection!r}; "
+            "publish with reprocess=true to process it again"
+        )
+
+    def skipped(self, record: InputRecord, stage: str) -> list[OutputRecord]:
+        """The stage's output for it: one record on the skipped topic, with the original event."""
+        details = {"duplicate_of": self.earlier, "url": redact_url(self.req.url)}
+        letter = dead_letter(record, stage, Failure(DUPLICATE, self.reason, self.req.media_id, details))
+        return [replace(letter, topic="skipped")]
+
+
+def seen_before_download(table: SeenTable, req: MediaRequest) -> Duplicate | None:
+    """A request whose URL was already processed: skip it before spending a download."""
     if req.reprocess:
         return None
     prev = table.get(url_key(req))
@@ -87,7 +115,7 @@ def claim(
     undo: list[tuple[str, dict[str, Any] | None]],
     *,
     remember: bool = True,
-) -> Failure | list[OutputRecord]:
+) -> Duplicate | list[OutputRecord]:
     """Record this media as processed, or say which earlier media it duplicates.
 
     Called in input order for one batch, so two copies inside a batch resolve deterministically.
@@ -115,9 +143,5 @@ def claim(
     return out
 
 
-def _duplicate(req: MediaRequest, prev: dict[str, Any], what: str) -> Failure:
-    reason = (
-        f"{what} was already processed as media {prev.get('media_id')!r} in collection {req.collection!r}; "
-        "publish with reprocess=true to process it again"
-    )
-    return Failure("duplicate_media", reason, media_id=req.media_id)
+def _duplicate(req: MediaRequest, prev: dict[str, Any], what: str) -> Duplicate:
+    return Duplicate(req, str(prev.get("media_id")), what)

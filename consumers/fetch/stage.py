@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from consumers.fetch.decode import DecodedImage, DecodeError, decode_image
-from consumers.fetch.dedup import MemoryTable, SeenTable, claim, seen_before_download
+from consumers.fetch.dedup import DUPLICATE, Duplicate, MemoryTable, SeenTable, claim, seen_before_download
 from consumers.fetch.download import Downloader, FetchError, public_url, redact_url
 from consumers.fetch.video_fetch import VideoFetched, VideoFetcher
 from consumers.fetch.video_source import is_file_url, read_local
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-_Fetched = Failure | tuple[MediaRequest, DecodedImage] | tuple[InputRecord, VideoFetched]
+_Fetched = Failure | Duplicate | tuple[MediaRequest, DecodedImage] | tuple[InputRecord, VideoFetched]
 
 
 class FetchStage:
@@ -99,9 +99,9 @@ class FetchStage:
     def finish(self, done: Sequence[tuple[InputRecord, _Fetched]]) -> list[Result]:
         """Results for fetched requests, claimed in the order given: duplicates resolve deterministically."""
         self._dlq_causes.clear()
-        results = [self._claim(item) for _, item in done]
+        results = [self._claim(record, item) for record, item in done]
         for result in results:
-            self.outcomes[result.error_class if isinstance(result, Failure) else "ok"] += 1
+            self.outcomes[_outcome(result)] += 1
         downloaded = self.bytes_downloaded
         metrics.BYTES_DOWNLOADED.inc(downloaded - self._bytes_reported)
         self._bytes_reported = downloaded
@@ -131,23 +131,25 @@ class FetchStage:
         self._runner = self._downloader = self._executor = self._video = None
         self.seen.close()
 
-    def _claim(self, item: _Fetched) -> Result:
+    def _claim(self, record: InputRecord, item: _Fetched) -> Result:
         if isinstance(item, Failure):
             return item
+        if isinstance(item, Duplicate):  # known before the download
+            return item.skipped(record, self.name)
         if isinstance(item[1], VideoFetched):
             return self._claim_video(item[0], item[1])
         req, image = item
         seen = claim(self.seen, req, image.content_sha256, self._uncommitted)
-        if isinstance(seen, Failure):
-            return seen
+        if isinstance(seen, Duplicate):
+            return seen.skipped(record, self.name)
         frame = OutputRecord(topic="frames", key=req.media_id.encode(), value=encode_frame(_frame(req, image)))
         return [frame, *seen]
 
     def _claim_video(self, record: InputRecord, video: VideoFetched) -> Result:
         """The segment's frames and seen key; a segment cut short carries its dead letter instead."""
         seen = claim(self.seen, video.req, None, self._uncommitted, remember=video.failure is None)
-        if isinstance(seen, Failure):
-            return seen
+        if isinstance(seen, Duplicate):
+            return seen.skipped(record, self.name)
         if video.failure is None:
             return [*video.frames, *seen]
         self._dlq_causes.append(video.failure.error_class)
@@ -195,6 +197,13 @@ class FetchStage:
         else:
             data = (await self._downloader.fetch(req.url)).data
         return await loop.run_in_executor(self._executor, decode_image, data, fetch)
+
+
+def _outcome(result: Result) -> str:
+    """What a result counts as: ``ok``, a failure's error class, or ``duplicate_media`` (skipped)."""
+    if isinstance(result, Failure):
+        return result.error_class
+    return DUPLICATE if any(r.topic == "skipped" for r in result) else "ok"
 
 
 def _internal_error(req: MediaRequest, exc: Exception) -> Failure:

@@ -7,25 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from consumers.fetch.stage import FetchStage
+from mediavec import workers
 from mediavec.mediaserver import MediaServer
 from mediavec.publish import publish
 from mediavec.samples import sample_images
+from mediavec.workers import Runner
 from schemas import MediaRequest, decode_dead_letter, decode_frame
 from streams.admin import ensure_topics
-from streams.runner import TransactionalRunner
 from streams.settings import Settings
-from streams.table import GlobalTable
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def _runner(settings: Settings, table_file: Path) -> TransactionalRunner:
-    """A fetch worker as `mediavec run fetch` builds it, its table in an SQLite file made afresh."""
-    stage = FetchStage(settings, GlobalTable(settings, topics(settings).seen.name, table_file))
-    return TransactionalRunner(settings, stage, batch_size=8, batch_deadline_s=0.1, instance="dedup")
+def _runner(settings: Settings, table_dir: Path) -> Runner:
+    """A fetch worker as `mediavec run fetch` builds it, its table in an SQLite file under ``table_dir``."""
+    fetch = settings.fetch.model_copy(update={"seen_table_dir": table_dir})
+    return workers.build("fetch", settings.model_copy(update={"fetch": fetch}), instance="dedup")
 
 
 def test_a_restarted_worker_still_knows_what_was_processed(settings: Settings, tmp_path: Path) -> None:
@@ -38,9 +37,9 @@ def test_a_restarted_worker_still_knows_what_was_processed(settings: Settings, t
     t = topics(settings)
     with MediaServer(root) as server:
         publish(settings, [MediaRequest(media_id="first", url=server.url("a.png"))], show_progress=False)
-        with ThreadWorker(_runner(settings, tmp_path / "seen.sqlite")):
+        with ThreadWorker(_runner(settings, tmp_path / "seen")):
             wait_for(lambda: len(read_topic(settings, t.frames.name)) == 1, 60, "the first frame")
-        assert not (tmp_path / "seen.sqlite").exists()  # a stopped worker leaves no table behind
+        assert not list((tmp_path / "seen").glob("*.sqlite"))  # a stopped worker leaves no table behind
         publish(
             settings,
             [
@@ -50,15 +49,14 @@ def test_a_restarted_worker_still_knows_what_was_processed(settings: Settings, t
             ],
             show_progress=False,
         )
-        with ThreadWorker(
-            _runner(settings, tmp_path / "seen.sqlite")
-        ):  # a new process would load the same table from Kafka
-            wait_for(lambda: len(read_topic(settings, t.dlq.name)) == 2, 60, "two duplicate dead letters")
+        with ThreadWorker(_runner(settings, tmp_path / "seen")):  # a new process would load the same table from Kafka
+            wait_for(lambda: len(read_topic(settings, t.skipped.name)) == 2, 60, "two skipped duplicates")
             wait_for(lambda: len(read_topic(settings, t.frames.name)) == 2, 60, "the forced frame")
-    letters = {d.media_id: d for d in (decode_dead_letter(m.value) for m in read_topic(settings, t.dlq.name))}
-    assert set(letters) == {"again-url", "again-bytes"}
-    assert all(d.error_class == "duplicate_media" for d in letters.values())
-    assert "'first'" in letters["again-url"].reason, letters["again-url"].reason
+    skipped = {d.media_id: d for d in (decode_dead_letter(m.value) for m in read_topic(settings, t.skipped.name))}
+    assert set(skipped) == {"again-url", "again-bytes"}
+    assert all(d.error_class == "duplicate_media" for d in skipped.values())
+    assert skipped["again-url"].details["duplicate_of"] == "first", skipped["again-url"].reason
     # again-bytes may be judged after 'forced' (another partition) claimed the same content
-    assert "'first'" in letters["again-bytes"].reason or "'forced'" in letters["again-bytes"].reason
+    assert skipped["again-bytes"].details["duplicate_of"] in ("first", "forced")
+    assert read_topic(settings, t.dlq.name) == [], "a duplicate is no failure: nothing in the DLQ"
     assert sorted(decode_frame(m.value).media_id for m in read_topic(settings, t.frames.name)) == ["first", "forced"]

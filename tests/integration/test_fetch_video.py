@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from consumers.fetch.stage import FetchStage
 from consumers.fetch.video_sampling import count_targets, segments, targets
+from mediavec import workers
 from mediavec.mediaserver import MediaServer
 from mediavec.publish import media_id_for, publish
 from mediavec.testmedia import vtest_avi
 from schemas import MediaRequest, decode_dead_letter, decode_frame, decode_request
 from streams.admin import ensure_topics
 from streams.kafka import group_id
-from streams.runner import TransactionalRunner
 from streams.settings import FetchSettings, Settings
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, group_caught_up, read_topic, wait_for
@@ -111,7 +110,7 @@ def test_a_fetch_worker_commits_exactly_the_frames_of_each_segment(settings: Set
             ),
         ]
         publish(settings, requests, show_progress=False)
-        runner = TransactionalRunner(settings, FetchStage(settings), batch_size=3, batch_deadline_s=0.1, instance="v")
+        runner = workers.build("fetch", settings, instance="v")  # as `mediavec run fetch` builds it
         with ThreadWorker(runner):
             group = group_id(settings, "fetch")
             wait_for(lambda: group_caught_up(settings, group, t.requests.name), 120, "the fetch worker to catch up")
@@ -130,4 +129,8 @@ def test_a_fetch_worker_commits_exactly_the_frames_of_each_segment(settings: Set
     letters = sorted(
         (d.media_id, d.error_class) for d in (decode_dead_letter(m.value) for m in read_topic(settings, t.dlq.name))
     )
-    assert letters == [("cam", "duplicate_media"), ("cut", "truncated_video")]
+    assert letters == [("cut", "truncated_video")]
+    skipped = [decode_dead_letter(m.value) for m in read_topic(settings, t.skipped.name)]
+    assert [(d.media_id, d.error_class, d.details["duplicate_of"]) for d in skipped] == [
+        ("cam", "duplicate_media", "cam")
+    ]

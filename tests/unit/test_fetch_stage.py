@@ -15,10 +15,10 @@ from PIL import Image
 from consumers.fetch.stage import FetchStage
 from mediavec.mediaserver import Canary, MediaServer, write_pixel_bomb
 from mediavec.samples import find_sample_photos
-from schemas.codec import decode_frame, encode_request
-from schemas.models import MediaRequest
+from schemas.codec import decode_dead_letter, decode_frame, encode_request
+from schemas.models import DeadLetter, MediaRequest
 from streams.settings import FetchSettings, Settings
-from streams.stage import Failure, InputRecord, OutputRecord, RetryBatch
+from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch
 
 PHOTOS = {path.name: path for path in find_sample_photos()[0]}
 BUS = PHOTOS["bus.jpg"]
@@ -49,6 +49,14 @@ def record(value: bytes, offset: int) -> InputRecord:
 
 def request(media_id: str, url: str, **fields: object) -> bytes:
     return encode_request(MediaRequest(media_id=media_id, url=url, **fields))  # type: ignore[arg-type]
+
+
+def skipped(result: Result) -> DeadLetter:
+    """The record of a media skipped as a duplicate: an ordinary output, alone, to the skipped topic."""
+    assert isinstance(result, list) and [r.topic for r in result] == ["skipped"], result
+    letter = decode_dead_letter(result[0].value)
+    assert letter.stage == "fetch" and letter.error_class == "duplicate_media"
+    return letter
 
 
 def test_mixed_batch(server: MediaServer, stage: FetchStage) -> None:
@@ -171,14 +179,16 @@ def test_same_url_or_content_is_processed_once_unless_reprocess(server: MediaSer
         ]
     )
     assert isinstance(first[0], list) and isinstance(first[3], list)
-    for i, media in ((1, "a"), (2, "a")):
-        dup = first[i]
-        assert isinstance(dup, Failure) and dup.error_class == "duplicate_media"
-        assert f"media {media!r}" in dup.reason and "reprocess=true" in dup.reason
+    for i, media, what in ((1, "b", "URL"), (2, "c", "content")):
+        dup = skipped(first[i])
+        assert (dup.media_id, dup.details["duplicate_of"], dup.source_offset) == (media, "a", i)
+        assert f"the same {what} was already processed as media 'a'" in dup.reason and "reprocess=true" in dup.reason
+        assert dup.original_value == request(media, server.url("bus.jpg" if i == 1 else "bus-copy.jpg"))
+    assert stage.outcomes["duplicate_media"] == 2 and stage.outcomes["ok"] == 2
     hits = server.hits("bus.jpg")
     again = stage.process([record(request("e", server.url("bus.jpg")), 4)])
-    assert isinstance(again[0], Failure) and again[0].error_class == "duplicate_media"
-    assert server.hits("bus.jpg") == hits, "a known URL must be refused before it is downloaded"
+    assert skipped(again[0]).details["duplicate_of"] == "a"
+    assert server.hits("bus.jpg") == hits, "a known URL must be skipped before it is downloaded"
     forced = stage.process([record(request("a", server.url("bus.jpg"), reprocess=True), 5)])
     assert isinstance(forced[0], list) and [r.key for r in forced[0] if r.topic == "frames"] == [b"a"]
 
@@ -191,4 +201,4 @@ def test_an_aborted_batch_takes_its_seen_writes_back(server: MediaServer, stage:
     assert isinstance(redo, list) and [r.key for r in redo if r.topic == "frames"] == [b"a"]
     stage.committed()
     again = stage.process([record(request("b", server.url("bus.jpg")), 1)])[0]
-    assert isinstance(again, Failure) and again.error_class == "duplicate_media"
+    assert skipped(again).details["duplicate_of"] == "a"

@@ -25,6 +25,7 @@ from schemas.codec import decode_dead_letter, decode_frame, encode_request
 from schemas.models import Frame, MediaRequest
 from streams.settings import FetchSettings, Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result
+from tests.unit.test_fetch_stage import skipped
 from tests.unit.video_media import diff
 
 REPO_MEDIA = Path(__file__).resolve().parents[2] / ".mediavec" / "testmedia"
@@ -340,12 +341,11 @@ def test_the_same_segment_is_a_duplicate_and_other_segments_of_the_video_pass(
     url = server.url("v.avi")
     first = stage.process(records(video(url, 0.0, 2.0), video(url, 0.0, 2.0), video(url, 2.0, 4.0)))
     assert [len(frames_of(first[0])), len(frames_of(first[2]))] == [2, 2]
-    assert isinstance(first[1], Failure) and first[1].error_class == "duplicate_media"
+    assert skipped(first[1]).details["duplicate_of"] == VIDEO_ID
     stage.committed()
     hits = len(server.served)
     again = stage.process(records(video(url, 0.0, 2.0), video(url, 0.0, 2.0, 2.0)))
-    assert isinstance(again[0], Failure) and again[0].error_class == "duplicate_media"
-    assert f"media {VIDEO_ID!r}" in again[0].reason
+    assert f"media {VIDEO_ID!r}" in skipped(again[0]).reason
     assert len(frames_of(again[1])) == 4, "another sampling rate is another segment"
     forced = stage.process(records(video(url, 0.0, 2.0, reprocess=True)))[0]
     assert len(frames_of(forced)) == 2

@@ -65,7 +65,8 @@ def test_every_setting_reads_its_environment_variable(monkeypatch: pytest.Monkey
 
 def test_topic_names_are_declared_once() -> None:
     t = topics(Settings())
-    assert [s.name for s in t.all()] == ["media.requests", "media.frames", "vectors", "media.dlq", "media.seen"]
+    names = ["media.requests", "media.frames", "vectors", "media.dlq", "media.seen", "media.skipped"]
+    assert [s.name for s in t.all()] == names
     assert t.seen.config()["cleanup.policy"] == "compact"
     assert all(s.dlq == "media.dlq" for s in (t.requests, t.frames, t.vectors))
     assert t.by_name("frames") is t.frames and t.by_name("media.frames") is t.frames
