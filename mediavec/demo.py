@@ -115,9 +115,8 @@ def _print_searches(settings: Settings, query: str, image: Path) -> None:
     if random:
         print(
             f"\nNOTE: {', '.join(random)} run on RANDOM WEIGHTS (none were found), so the rankings below are "
-            "meaningless.\nSupply real weights as the README's 'Model weights' section says "
-            "(MEDIAVEC_MODEL__MODEL_DIR, MEDIAVEC_CONCEPT__MODEL_DIR or the Hugging Face hub cache), "
-            "then run the demo again.\n"
+            "meaningless.\nGet real weights with `mediavec models pull` (on a machine with internet access; "
+            "README, 'Model weights', says how to copy them from another), then run the demo again.\n"
         )
     models = QueryModels(settings)
     print(f'search --text "{query}":')

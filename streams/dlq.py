@@ -67,17 +67,25 @@ def read_entries(
 
 
 def redrive(settings: Settings, entries: list[DlqEntry], flush_timeout_s: float = 30.0) -> int:
-    """Republish the original events to their source topics; returns how many were sent."""
+    """Republish the original events to their source topics; returns how many were sent.
+
+    A letter whose original was cut (over ``MAX_ORIGINAL_BYTES``) is not sent: its event is gone.
+    """
     p = producer(settings)
+    sent = 0
     for e in entries:
         dl = e.letter
+        if dl.details.get("original_truncated") == "true":
+            logger.warning("not redriving %d@%d: its original event was cut to 1 MiB", e.partition, e.offset)
+            continue
         headers: list[tuple[str, str | bytes | None]] = [
             (h.key, h.value) for h in dl.original_headers if h.key != "mediavec-redrive-count"
         ]
         headers.append(("mediavec-redrive-count", str(dl.redrive_count + 1).encode()))
         p.produce(dl.source_topic, key=dl.original_key, value=dl.original_value, headers=headers)
         p.poll(0)
+        sent += 1
     left = p.flush(flush_timeout_s)
     if left:
         raise RuntimeError(f"{left} redriven events were not acknowledged in {flush_timeout_s}s")
-    return len(entries)
+    return sent

@@ -83,6 +83,7 @@ def test_make_demo_as_the_readme_shows_it(data_dir: Path) -> None:
     allowed = {"allow_random_weights": True}
     random = random_weight_models(Settings(model=ModelSettings(**allowed), concept=ConceptSettings(**allowed)))
     assert ("RANDOM WEIGHTS" in out) == bool(random) and all(m in out for m in random), out
+    assert ("`mediavec models pull`" in out) == bool(random), "the NOTE names the command that fetches weights"
 
     sections = _sections(out)
     text = [s for s in sections if s.startswith("search --text") and "--space" not in s]
