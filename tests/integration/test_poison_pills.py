@@ -24,6 +24,7 @@ from mediavec.mediaserver import MediaServer
 from schemas import MediaRequest, decode_dead_letter, decode_frame
 from schemas.codec import encode_request
 from streams.admin import ensure_topics
+from streams.dlq import read_entries, redrive
 from streams.kafka import producer
 from streams.pipelined import PipelinedRunner
 from streams.runner import TransactionalRunner
@@ -220,6 +221,7 @@ def test_a_value_near_the_message_limit_is_dead_lettered_cut_with_its_size_and_h
     (letter,) = _letters(settings)
     assert len(letter.original_value) == 1024 * 1024 and big.startswith(letter.original_value)
     assert letter.details["original_truncated"] == "true" and letter.details["original_bytes"] == str(len(big))
+    assert redrive(settings, list(read_entries(settings))) == 0, "a cut original is not republished"
 
 
 class RefusesBig(RaisesOnPoison):
