@@ -9,10 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
-from confluent_kafka import KafkaException
-from pydantic import ValidationError
-
+from mediavec.cli_errors import EXIT_USAGE, CliError, check_settings, report, require_broker
+from mediavec.cli_models import add_models
 from mediavec.cli_publish import add_publish
 from streams.settings import Settings, load_settings
 
@@ -82,7 +80,7 @@ def _check_partitions(stage: str, workers: int) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from mediavec.search import SearchError, default_stores, format_hits, search
+    from mediavec.search import default_stores, format_hits, search
     from mediavec.vectorstore import UnknownCollectionError
 
     settings = load_settings()
@@ -100,10 +98,10 @@ def _search(args: argparse.Namespace) -> int:
             limit=args.limit,
             space=args.space,
             stores=stores,
+            per_space=args.per_space,
         )
-    except (SearchError, UnknownCollectionError) as exc:
-        print(f"search: {exc}", file=sys.stderr)
-        return 2
+    except UnknownCollectionError as exc:
+        raise CliError("unknown collection", str(exc), status=EXIT_USAGE) from None
     print(json.dumps([h.__dict__ for h in hits], default=str, indent=1) if args.json else format_hits(hits))
     return 0
 
@@ -113,9 +111,8 @@ def _run_status(settings: Settings, run_id: str, watch: bool, interval: float) -
 
     try:
         tracker = run_tracker(settings, run_id)
-    except LookupError as exc:
-        print(f"status: {exc}", file=sys.stderr)
-        return 2
+    except LookupError as exc:  # no such run; caught here only, a KeyError elsewhere is a bug
+        raise CliError("status", str(exc), status=EXIT_USAGE) from None
     try:
         progress = tracker.poll(3.0)
         print(describe(run_id, progress), flush=True)
@@ -141,9 +138,14 @@ def _dlq(args: argparse.Namespace) -> int:
     from streams.dlq import read_entries, redrive
 
     settings = load_settings()
+    if args.skipped and args.action != "list":
+        hint = "publish the media again with reprocess=true to process a duplicate"
+        raise CliError(
+            "dlq", "--skipped lists media skipped as duplicates; they are not redriven", hint=hint, status=EXIT_USAGE
+        )
     entries = [
         e
-        for e in read_entries(settings)
+        for e in read_entries(settings, topic="skipped" if args.skipped else "dlq")
         if (args.error_class is None or e.letter.error_class == args.error_class)
         and (args.stage is None or e.letter.stage == args.stage)
     ]
@@ -158,15 +160,15 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from mediavec.replay import parse_time, resolve_window, run_replay
+    from mediavec.replay import resolve_window, run_replay
 
     settings = load_settings()
     window = resolve_window(
         settings,
         from_offset=args.from_offset,
-        from_time_ms=parse_time(args.from_time) if args.from_time else None,
+        from_time_ms=args.from_time,
         to_offset=args.to_offset,
-        to_time_ms=parse_time(args.to_time) if args.to_time else None,
+        to_time_ms=args.to_time,
     )
     print(f"window: {window.size} events in {len(window.starts)} partitions of {window.topic}")
     update = {k: v for k, v in (("arch", args.model_arch), ("pretrained", args.model_pretrained)) if v}
@@ -186,6 +188,10 @@ def _alias(args: argparse.Namespace) -> int:
     from consumers.sink_qdrant.transform import collection_for
     from mediavec.aliases import alias_book
 
+    if args.action != "list" and not args.name:
+        raise CliError(f"alias {args.action}", "needs a name (alias, or collection version to drop)", status=EXIT_USAGE)
+    if args.action == "set" and not args.to:
+        raise CliError("alias set", "needs --to <collection version>", status=EXIT_USAGE)
     settings = load_settings()
     book = alias_book(settings)
     if args.action == "list":
@@ -217,7 +223,7 @@ def _drop_version(settings: Settings, version: str) -> int:
     try:
         dropped = drop_version(settings, version)
     except VersionInUse as exc:
-        print(f"refusing: {exc}")
+        print(f"mediavec: alias drop: refused: {exc}", file=sys.stderr)
         return 1
     for store, what in dropped.items():
         print(f"{store}: dropped {', '.join(what) if what else 'nothing'}")
@@ -287,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run)
 
     add_publish(sub)
+    add_models(sub)
 
     s = sub.add_parser("search", help="search stored vectors by text or image")
     g = s.add_mutually_exclusive_group(required=True)
@@ -307,6 +314,7 @@ def parser() -> argparse.ArgumentParser:
         default="scene",
         help="vector space to search; all: every space that fits the query, merged by score",
     )
+    s.add_argument("--per-space", type=int, metavar="N", help="at most N hits of any one space (with --space all)")
     s.set_defaults(func=_search)
 
     lay = sub.add_parser("spaces", help="list the models and vector spaces stored for a collection (or alias)")
@@ -319,15 +327,16 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--error-class")
     q.add_argument("--stage")
     q.add_argument("--json", action="store_true", help="list: one JSON object per line, no original bytes")
+    q.add_argument("--skipped", action="store_true", help="list: media skipped as duplicates (not failures)")
     q.set_defaults(func=_dlq)
 
     rp = sub.add_parser("replay", help="re-consume a window of the requests topic into a new collection version")
     start = rp.add_mutually_exclusive_group()
     start.add_argument("--from-offset", type=int, help="first offset (every partition)")
-    start.add_argument("--from-time", help="ISO-8601 time or epoch seconds")
+    start.add_argument("--from-time", type=_time_arg, help="ISO-8601 time or epoch seconds")
     end = rp.add_mutually_exclusive_group()
     end.add_argument("--to-offset", type=int, help="end offset, exclusive (default: now)")
-    end.add_argument("--to-time", help="ISO-8601 time or epoch seconds (default: now)")
+    end.add_argument("--to-time", type=_time_arg, help="ISO-8601 time or epoch seconds (default: now)")
     rp.add_argument("--target", required=True, help="collection (version) to write, e.g. products-v2")
     rp.add_argument("--source", help="replay only requests of this collection")
     rp.add_argument("--model-arch", help="another open_clip architecture for this replay")
@@ -359,36 +368,42 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _time_arg(text: str) -> int:
+    """Unix milliseconds of an ISO-8601 time or epoch seconds; argparse's usage error otherwise."""
+    from mediavec.replay import parse_time
+
+    try:
+        return parse_time(text)
+    except (ValueError, OverflowError, OSError):
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time or epoch seconds: {text!r}") from None
+
+
+# Subcommands that cannot do anything without a broker: they fail fast, naming it, when none answers.
+_NEEDS_BROKER = frozenset({"topics", "run", "publish", "dlq", "replay", "status"})
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an expected failure ends in one line on stderr (cli_errors), a bug in one too."""
     args = parser().parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = load_settings()
-    except ValidationError as invalid:  # its text never holds the input values (hide_input_in_errors)
-        print(f"mediavec: invalid settings: {invalid}", file=sys.stderr)
-        return 2
-    from streams import logctx
-
-    level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper(), logging.INFO)
-    logctx.configure(level, settings.log_format)
-    try:
+        _configure_logging(settings, args.verbose)
+        check_settings(settings)
+        if args.command in _NEEDS_BROKER:
+            require_broker(settings)
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
-    except KafkaException as exc:
-        kafka = settings.kafka
-        where = f"{kafka.bootstrap_servers} ({kafka.security_protocol}"
-        where += f", {kafka.sasl_mechanism})" if kafka.sasl_mechanism else ")"
-        return _fail(f"Kafka at {where}: {exc.args[0].str() if exc.args else exc}", args.verbose)
-    except psycopg.OperationalError as exc:
-        return _fail(f"PostgreSQL: {exc}", args.verbose)
+    except Exception as exc:
+        return report(exc, settings, args.verbose)
 
 
-def _fail(message: str, verbose: bool) -> int:
-    """One clear line for a failure of a service (the log lines above it say why); -v adds the traceback."""
-    if verbose:
-        logging.getLogger("mediavec.cli").debug("traceback", exc_info=True)
-    print(f"mediavec: {message}", file=sys.stderr)
-    return 1
+def _configure_logging(settings: Settings, verbose: bool) -> None:
+    from streams import logctx
+
+    level = logging.DEBUG if verbose else getattr(logging, settings.log_level.upper(), logging.INFO)
+    logctx.configure(level, settings.log_format)
 
 
 if __name__ == "__main__":

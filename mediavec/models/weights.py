@@ -20,7 +20,8 @@ Resolution order for ``MEDIAVEC_MODEL__ARCH`` / ``MEDIAVEC_MODEL__PRETRAINED`` (
 3. **Random weights**, only with ``MEDIAVEC_MODEL__ALLOW_RANDOM_WEIGHTS=true``: the same
    architecture initialised from seed 0, identical in every process, for demos and tests.
    Its embeddings mean nothing and its model id says so (``open_clip/<arch>/random-seed0``).
-4. Otherwise :class:`WeightsNotFound`, whose message says how to supply the weights.
+4. Otherwise :class:`WeightsNotFound`, whose message says how to supply the weights; its first
+   line names ``mediavec models pull`` (:mod:`mediavec.models.pull`), which downloads them.
 """
 
 from __future__ import annotations
@@ -117,11 +118,21 @@ def find_in_hub_cache(arch: str, pretrained: str, cache_dir: Path | None = None)
     return None
 
 
-def _env(settings: ModelSettings) -> str:
-    """The environment prefix of these model settings: the concept (grid) model has its own group."""
+def slot(settings: ModelSettings) -> str:
+    """Which configured model these settings are: ``vision`` or ``concept`` (the grid's model)."""
     from streams.settings import ConceptSettings
 
-    return "MEDIAVEC_CONCEPT__" if isinstance(settings, ConceptSettings) else "MEDIAVEC_MODEL__"
+    return "concept" if isinstance(settings, ConceptSettings) else "vision"
+
+
+def env_prefix(settings: ModelSettings) -> str:
+    """The environment prefix of these model settings: the concept (grid) model has its own group."""
+    return "MEDIAVEC_CONCEPT__" if slot(settings) == "concept" else "MEDIAVEC_MODEL__"
+
+
+def pull_command(settings: ModelSettings) -> str:
+    """The command that downloads these weights into the hub cache (mediavec.models.pull)."""
+    return f"mediavec models pull {slot(settings)}"
 
 
 def how_to_supply(settings: ModelSettings, cache_dir: Path | None = None) -> str:
@@ -133,23 +144,25 @@ def how_to_supply(settings: ModelSettings, cache_dir: Path | None = None) -> str
     if files:
         repo_id, filename = files[0]
         lines += [
-            f"  * on a machine with internet: `hf download {repo_id} {filename}`"
-            f" (or `huggingface-cli download {repo_id} {filename}`), then copy the hub cache"
+            f"  * with internet here: `{pull_command(settings)}` (downloads {repo_id} into the hub cache,"
+            " checks it and prints its licence);",
+            f"  * without: on a machine with internet `hf download {repo_id} {filename}`"
+            f" (or `{pull_command(settings)}`), then copy the hub cache"
             f" to {cache_dir or hub_cache_dir()} here (or point HF_HUB_CACHE at it);",
         ]
     else:
         lines.append(f"  * {tag!r} is not an open_clip tag for {arch}, so only the model directory can provide it;")
     lines += [
         f"  * or place the checkpoint at {model_dir / arch / tag / DIR_FILE_NAMES[0]}"
-        f" (or {model_dir / f'{arch}-{tag}.pt'}) and set {_env(settings)}MODEL_DIR={model_dir};",
-        f"  * demos and tests only: {_env(settings)}ALLOW_RANDOM_WEIGHTS=true (embeddings are then meaningless).",
+        f" (or {model_dir / f'{arch}-{tag}.pt'}) and set {env_prefix(settings)}MODEL_DIR={model_dir};",
+        f"  * demos and tests only: {env_prefix(settings)}ALLOW_RANDOM_WEIGHTS=true (embeddings are then meaningless).",
     ]
     return "\n".join(lines)
 
 
 def _searched(settings: ModelSettings, cache_dir: Path | None) -> str:
     if settings.model_dir is None:
-        where = [f"model_dir: not set ({_env(settings)}MODEL_DIR)"]
+        where = [f"model_dir: not set ({env_prefix(settings)}MODEL_DIR)"]
     else:
         where = [
             f"model_dir: {p}" for p in model_dir_candidates(settings.model_dir, settings.arch, settings.pretrained)
@@ -181,4 +194,12 @@ def resolve_weights(settings: ModelSettings, cache_dir: Path | None = None) -> R
         )
         return ResolvedWeights(arch, tag, None, "RANDOM WEIGHTS")
     searched, how = _searched(settings, cache_dir), how_to_supply(settings, cache_dir)
-    raise WeightsNotFound(f"No weights for open_clip {arch} / {tag}.\n{searched}\n{how}")
+    raise WeightsNotFound(f"{_first_line(settings)}\n{searched}\n{how}")
+
+
+def _first_line(settings: ModelSettings) -> str:
+    """The line a CLI shows alone: what is missing and the one command that fixes it."""
+    missing = f"No weights for open_clip {settings.arch} / {settings.pretrained} ({slot(settings)} model)"
+    if not hub_files(settings.arch, settings.pretrained):
+        return f"{missing}: put a checkpoint in {env_prefix(settings)}MODEL_DIR (see below)."
+    return f"{missing}: run `{pull_command(settings)}` (or see below)."
