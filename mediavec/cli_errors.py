@@ -80,7 +80,7 @@ def report(exc: BaseException, settings: Settings | None, verbose: bool) -> int:
             "run with -v for the traceback",
             EXIT_INTERNAL,
         )
-    if verbose:
+    if verbose and failure.status != EXIT_USAGE:  # a bad argument or setting: its traceback says nothing more
         print(mask("".join(traceback.format_exception(exc)).rstrip(), secrets), file=sys.stderr)
         if failure.hint.startswith("run with -v"):
             failure = replace(failure, hint="")
