@@ -68,10 +68,12 @@ def _finish(
     settings: Settings, args: argparse.Namespace, requests: list[MediaRequest], refused: str, run_id: str, what: str
 ) -> int:
     """Publish unless --strict and something was refused; 1 when anything was refused, else 0."""
+    from mediavec.cli_errors import require_broker
     from mediavec.publish import PublishError, publish
 
     if refused and (args.strict or not requests):
         return _refuse(f"{refused}; {'--strict: ' if args.strict else ''}nothing published", 1)
+    require_broker(settings)  # after the input's own errors, which a user fixes first
     try:
         n = publish(settings, requests, total=len(requests), show_progress=not args.quiet)
     except PublishError as exc:

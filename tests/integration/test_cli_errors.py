@@ -105,7 +105,8 @@ CASES = [
         ("publish", "images", "{tmp}/urls.txt"), "broker down", BROKER_DOWN, files={"urls.txt": "http://a.test/x.jpg"}
     ),
     Case(("publish", "images", "{tmp}/missing.txt"), "missing file", "missing.txt", needs=("stack",)),
-    Case(("publish", "video", "{tmp}/missing.mp4"), "broker down", BROKER_DOWN),
+    Case(("publish", "images", "{tmp}/missing.txt"), "broker down, file missing: the file first", "missing.txt"),
+    Case(("publish", "video", "{tmp}/missing.mp4"), "broker down, no source: it first", "nothing published"),
     Case(("publish", "video", "{tmp}/missing.mp4"), "missing file", "nothing published", needs=("stack",)),
     usage("publish", "images"),
     # searching
