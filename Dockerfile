@@ -17,14 +17,18 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/mediavec
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# The runtime layers only (ARCHITECTURE.md): devstack/ and loadtest/ stay out of the image.
 COPY schemas/ schemas/
 COPY streams/ streams/
+COPY media/ media/
+COPY models/ models/
+COPY stores/ stores/
 COPY consumers/ consumers/
 COPY mediavec/ mediavec/
 # The import check loads the engine's extension, so a system library the slim base lacks fails
 # the build rather than the first sink-encrypted pod.
 RUN /opt/mediavec/bin/pip install ".[encrypted]" \
-    && /opt/mediavec/bin/python -c "import streams.settings, mediavec.cli, cyborgdb_core"
+    && /opt/mediavec/bin/python -c "import mediavec.settings, mediavec.cli, consumers.sink_encrypted.sink, cyborgdb_core"
 
 FROM python:3.11-slim
 LABEL org.opencontainers.image.title="mediavec" \

@@ -1,5 +1,5 @@
 # mediavec: `make demo` sets everything up and runs the pipeline on bundled sample photos;
-# `make test` runs what CI runs. No Docker needed (see mediavec/devstack).
+# `make test` runs what CI runs. No Docker needed (see devstack/).
 SHELL := /bin/bash
 BIN := .venv/bin
 
@@ -19,7 +19,7 @@ test: setup testmedia
 
 # Real footage for the video tests (Debian's opencv-doc vtest.avi), fetched once into .mediavec/testmedia.
 testmedia: setup
-	$(BIN)/python -c "from pathlib import Path; from mediavec.testmedia import vtest_avi; vtest_avi(Path('.mediavec/testmedia'))"
+	$(BIN)/python -c "from pathlib import Path; from devstack.testmedia import vtest_avi; vtest_avi(Path('.mediavec/testmedia'))"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -23,17 +23,19 @@ import uuid
 
 from PIL import Image
 
+from consumers.embed.settings import EmbedSettings
 from consumers.embed.stage import EmbedStage, embed_frames_in_memory
-from consumers.fetch.decode import decode_image
+from devstack.samples import sample_images
 from loadtest.report import machine, write_section
-from mediavec.models.bundle import EmbedModels
-from mediavec.models.clip import ClipEmbedder
-from mediavec.samples import sample_images
+from media.decode import decode_image
+from mediavec.settings import Settings, load_settings
+from models.bundle import EmbedModels
+from models.clip import ClipEmbedder
 from schemas import Frame, encode_frame
 from streams.admin import ensure_topics
 from streams.kafka import producer
 from streams.runner import TransactionalRunner
-from streams.settings import EmbedSettings, Settings, TopicSettings, load_settings
+from streams.settings import TopicSettings
 from streams.topics import topics
 from tests.kafkautil import read_topic
 

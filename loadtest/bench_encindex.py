@@ -27,13 +27,13 @@ import numpy as np
 from consumers.sink_encrypted.sink import EncryptedSink
 from consumers.sink_qdrant.sink import QdrantSink
 from loadtest.report import machine, write_section
-from mediavec.encindex import EncIndexSettings, generate_key, write_key_file
-from mediavec.encindex.config import FREE_TIER_CAP
-from mediavec.encindex.shards import Shard, open_client
-from mediavec.encindex.store import EncryptedStore
+from mediavec.settings import Settings
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
 from schemas.models import Space
-from streams.settings import Settings
+from stores.encindex import EncIndexSettings, generate_key, write_key_file
+from stores.encindex.config import FREE_TIER_CAP
+from stores.encindex.shards import Shard, open_client
+from stores.encindex.store import EncryptedStore
 from streams.stage import InputRecord
 
 MODEL = "open_clip/bench/random"

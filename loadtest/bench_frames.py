@@ -1,7 +1,7 @@
 """Every vector of every frame, busy vs quiet footage: the embed stage through Kafka vs the models alone.
 
 Footage: busy = Debian opencv-doc's ``vtest.avi`` (a street with pedestrians) re-encoded to H.264;
-quiet = a still, empty scene held for the same time (``mediavec.testmedia.static_clip``). Both are
+quiet = a still, empty scene held for the same time (``devstack.testmedia.static_clip``). Both are
 sampled at ``--fps`` with the fetch stage's own video decoder into the same frames for every path:
 
 1. model-only: the same models (all configured spaces) on the same decoded frames, in memory,
@@ -31,15 +31,17 @@ from pathlib import Path
 
 from consumers.embed.pipeline import FramePipeline
 from consumers.embed.stage import EmbedStage, decode_image, frame_prompts
-from consumers.fetch.video import sample_segment
+from devstack.testmedia import static_clip, transcode, vtest_avi
 from loadtest.report import machine, write_section
-from mediavec.models.bundle import EmbedModels
-from mediavec.testmedia import static_clip, transcode, vtest_avi
+from media.video import sample_segment
+from mediavec.settings import Settings, load_settings
+from models.bundle import EmbedModels
+from models.settings import ConceptSettings
 from schemas import Frame, decode_vector_batch, encode_frame
 from streams.admin import ensure_topics
 from streams.kafka import producer
 from streams.runner import TransactionalRunner
-from streams.settings import ConceptSettings, Settings, TopicSettings, load_settings
+from streams.settings import TopicSettings
 from streams.topics import topics
 from tests.kafkautil import group_caught_up, read_topic, wait_for
 
@@ -164,7 +166,7 @@ def main() -> None:
     clips = footage(settings.data_dir, args.seconds)
     frames = {name: sampled_frames(path, name, args.seconds, args.fps, args.max_side) for name, path in clips.items()}
     t0 = time.perf_counter()
-    models = EmbedModels.load(settings)
+    models = EmbedModels.load(settings, settings.embed.spaces, prompt_bank=settings.embed.prompt_bank)
     load_s = time.perf_counter() - t0
     pipeline = FramePipeline(models, settings)
     model_only(pipeline, frames["busy"][:4])  # warm-up

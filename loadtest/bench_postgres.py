@@ -12,7 +12,7 @@ but does not store), then times, in a scratch database of the dev stack's Postgr
 
     .venv/bin/python loadtest/bench_postgres.py [--polls 50] [--batch 128] [--dim 512]
 
-The stack is started with ``mediavec.devstack.stack.up`` under the default settings (MEDIAVEC_*
+The stack is started with ``devstack.stack.up`` under the default settings (MEDIAVEC_*
 variables apply, e.g. MEDIAVEC_DATA_DIR); MEDIAVEC_POSTGRES__DSN is ignored: a benchmark never
 writes into a configured database.
 """
@@ -30,11 +30,13 @@ from pydantic import SecretStr
 
 from consumers.sink_postgres.sink import PostgresSink
 from consumers.sink_postgres.transform import COLUMNS, rows_from_batch
-from mediavec.devstack import postgres
-from mediavec.devstack.stack import up
-from mediavec.metadb import connect
+from devstack import postgres
+from devstack.settings import DevSettings
+from devstack.stack import up
+from mediavec.settings import Settings
 from schemas import VectorBatch, VectorRow, decode_vector_batch, encode_vector_batch, point_id
-from streams.settings import PostgresSettings, Settings
+from stores.metadb import connect
+from stores.settings import PostgresSettings
 from streams.stage import InputRecord
 
 MODEL = "open_clip/ViT-B-32/openai"
@@ -112,7 +114,7 @@ def run_baseline(settings: Settings, polls: list[Poll]) -> float:
 
 
 @contextmanager
-def scratch_database(stack_settings: Settings) -> Iterator[Settings]:
+def scratch_database(stack_settings: DevSettings) -> Iterator[DevSettings]:
     name = f"mediavec_bench_{os.getpid()}"
     postgres.ensure_database(stack_settings, name)
     port = stack_settings.devstack.postgres_port
@@ -130,7 +132,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--baseline-polls", type=int, default=10, help="0 skips the baseline")
     args = parser.parse_args()
-    stack_settings = Settings(postgres=PostgresSettings())
+    stack_settings = DevSettings(postgres=PostgresSettings())
     up(stack_settings)
     polls = make_polls(args.polls, args.batch, args.dim)
     total = n_rows(polls)

@@ -20,13 +20,13 @@ from consumers.embed.stage import embed_frames_in_memory
 from consumers.sink_encrypted.sink import EncryptedSink
 from consumers.sink_postgres.sink import PostgresSink
 from consumers.sink_qdrant.sink import QdrantSink
+from devstack import stack
 from loadtest.bench_embed import make_frames
 from loadtest.bench_postgres import Poll, make_polls, n_rows, scratch_database
 from loadtest.report import machine, write_section
-from mediavec.devstack import stack
-from mediavec.encindex.keys import generate_key, write_key_file
-from mediavec.models.clip import ClipEmbedder
-from streams.settings import Settings, load_settings
+from mediavec.settings import Settings, load_settings
+from models.clip import ClipEmbedder
+from stores.encindex.keys import generate_key, write_key_file
 from streams.sink_runner import StoreSink
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.report import machine, write_section
-from mediavec.vectorstore.base import VectorStore
-from mediavec.vectorstore.edge import EdgeStore
-from mediavec.vectorstore.server import ServerStore
+from stores.vectorstore.base import VectorStore
+from stores.vectorstore.edge import EdgeStore
+from stores.vectorstore.server import ServerStore
 
 
 def _edge_wal_only(path: Path) -> VectorStore:

@@ -17,17 +17,17 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from devstack import stack
+from devstack.mediaserver import Canary, MediaServer
+from devstack.samples import sample_images
 from loadtest.bench_postgres import scratch_database
 from loadtest.report import machine, write_section
-from mediavec.devstack import stack
-from mediavec.encindex.keys import generate_key, write_key_file
 from mediavec.localworkers import LocalWorkers
-from mediavec.mediaserver import Canary, MediaServer
 from mediavec.progress import RunTracker
 from mediavec.publish import new_run_id, publish
-from mediavec.samples import sample_images
+from mediavec.settings import Settings, load_settings
+from stores.encindex.keys import generate_key, write_key_file
 from streams.admin import ensure_topics
-from streams.settings import Settings, load_settings
 from tests.e2e.chaos import run_with_chaos
 from tests.e2e.corpus import build_corpus, loopback_fetch_settings
 from tests.e2e.test_chaos import STAGES, _caught_up, _keep_alive_until

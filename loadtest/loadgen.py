@@ -28,6 +28,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from devstack import stack
 from loadtest.load.budgets import BudgetFile, check, load_budget_file, measured
 from loadtest.load.harness import REPO, RunOptions, load_settings_for, run_load
 from loadtest.load.peer import PeerResult, compare
@@ -36,8 +37,7 @@ from loadtest.load.render import run_markdown, soak_markdown
 from loadtest.load.soak import plot, trends
 from loadtest.load.summary import LoadReport
 from loadtest.report import machine, write_section
-from mediavec.devstack import stack
-from streams.settings import load_settings
+from mediavec.settings import load_settings
 
 logger = logging.getLogger(__name__)
 DEFAULT_PLOT = REPO / "loadtest" / "results" / "soak.png"

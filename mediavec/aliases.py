@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from streams.settings import Settings
+from mediavec.settings import Settings
 
 
 class AliasBook(ABC):
@@ -117,7 +117,7 @@ class QdrantAliases(AliasBook):
 
 def alias_book(settings: Settings) -> AliasBook:
     if settings.qdrant.url:
-        from mediavec.vectorstore.server import remote_client
+        from stores.vectorstore.server import remote_client
 
         return QdrantAliases(remote_client(settings.qdrant))
     return FileAliases(settings.qdrant_path)
@@ -133,7 +133,7 @@ def drop_version(settings: Settings, version: str) -> dict[str, list[str]]:
     Qdrant collections ``<version>__*``, the encrypted index's ``<version>__*`` (when its key is
     configured) and the PostgreSQL rows of that collection. Returns what was dropped, by store.
     """
-    from mediavec.vectorstore import open_store
+    from stores.vectorstore import open_store
 
     prefix = f"{version}__"
     in_use = sorted(a for a, t in alias_book(settings).all().items() if t.startswith(prefix))
@@ -145,7 +145,7 @@ def drop_version(settings: Settings, version: str) -> dict[str, list[str]]:
         for name in dropped["qdrant"]:
             store.delete_collection(name)
     if settings.encindex.key_file or settings.encindex.key_env:
-        from mediavec.encindex import open_encrypted_store
+        from stores.encindex import open_encrypted_store
 
         with open_encrypted_store(settings) as enc:
             dropped["encrypted"] = [c for c in enc.collections() if c.startswith(prefix)]
@@ -158,7 +158,7 @@ def drop_version(settings: Settings, version: str) -> dict[str, list[str]]:
 def _drop_rows(settings: Settings, version: str) -> list[str]:
     import psycopg
 
-    from mediavec.metadb import connect
+    from stores.metadb import connect
 
     try:
         with connect(settings) as conn:

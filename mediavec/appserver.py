@@ -1,8 +1,8 @@
 """A small aiohttp server in its own loop thread: the base of the local servers tests and the dev stack run.
 
 :class:`AppServer` serves an aiohttp application from a :class:`streams.loopthread.LoopThread`, over http or https,
-on a loopback port (0 picks a free one). :class:`mediavec.mediaserver.MediaServer` and the dev
-stack's OIDC token endpoint (:mod:`mediavec.devstack.oidc`) are built on it.
+on a loopback port (0 picks a free one). :class:`devstack.mediaserver.MediaServer` and the dev
+stack's OIDC token endpoint (:mod:`devstack.oidc`) are built on it.
 """
 
 from __future__ import annotations

@@ -11,27 +11,11 @@ from pathlib import Path
 
 from mediavec.cli_errors import EXIT_USAGE, CliError, check_settings, report, require_broker
 from mediavec.cli_models import add_models
+from mediavec.cli_plugins import needs_broker, plugins
 from mediavec.cli_publish import add_publish
-from streams.settings import Settings, load_settings
+from mediavec.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
-
-
-def _dev(args: argparse.Namespace) -> int:
-    from mediavec.devstack import stack
-
-    settings = load_settings()
-    if args.action == "up":
-        print(stack.up(settings).describe())
-    elif args.action == "down" and args.purge:
-        gone = stack.purge(settings)
-        print("stack stopped; deleted " + (", ".join(str(g) for g in gone) if gone else "nothing (no data)"))
-    elif args.action == "down":
-        stack.down(settings)
-        print("stack stopped")
-    else:
-        print(stack.status(settings).describe())
-    return 0
 
 
 def _topics(_args: argparse.Namespace) -> int:
@@ -81,7 +65,7 @@ def _check_partitions(stage: str, workers: int) -> None:
 
 def _search(args: argparse.Namespace) -> int:
     from mediavec.search import default_stores, format_hits, search
-    from mediavec.vectorstore import UnknownCollectionError
+    from stores.vectorstore import UnknownCollectionError
 
     settings = load_settings()
     stores = (
@@ -185,8 +169,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _alias(args: argparse.Namespace) -> int:
-    from consumers.sink_qdrant.transform import collection_for
     from mediavec.aliases import alias_book
+    from schemas.collections import collection_for
 
     if args.action != "list" and not args.name:
         raise CliError(f"alias {args.action}", "needs a name (alias, or collection version to drop)", status=EXIT_USAGE)
@@ -212,7 +196,7 @@ def _alias(args: argparse.Namespace) -> int:
 
 
 def _configured_model_id(settings: Settings) -> str:
-    from mediavec.models.weights import resolve_weights
+    from models.weights import resolve_weights
 
     return resolve_weights(settings.model).model_id
 
@@ -248,7 +232,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _metadb(args: argparse.Namespace) -> int:
-    from mediavec.metadb import drop_old_partitions, migrate_database
+    from stores.metadb import drop_old_partitions, migrate_database
 
     settings = load_settings()
     if args.action == "migrate":
@@ -260,21 +244,10 @@ def _metadb(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from mediavec.demo import run_demo
-
-    return run_demo(load_settings(), query=args.query, keep_workers=args.keep_workers)
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mediavec", description="Images and video to searchable vectors over Kafka.")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
-
-    d = sub.add_parser("dev", help="local stack: Kafka (KRaft) and PostgreSQL, no Docker")
-    d.add_argument("action", choices=["up", "down", "status"])
-    d.add_argument("--purge", action="store_true", help="with down: also delete the broker's and PostgreSQL's data")
-    d.set_defaults(func=_dev)
 
     t = sub.add_parser("topics", help="create the declared topics (idempotent)")
     t.set_defaults(func=_topics)
@@ -361,10 +334,8 @@ def parser() -> argparse.ArgumentParser:
     md.add_argument("--older-than-days", type=int, default=30, help="drop-partitions: keep this many days")
     md.set_defaults(func=_metadb)
 
-    demo = sub.add_parser("demo", help="the whole pipeline on bundled sample images")
-    demo.add_argument("--query", default="a red double-decker bus")
-    demo.add_argument("--keep-workers", action="store_true")
-    demo.set_defaults(func=_demo)
+    for plugin in plugins():
+        plugin.add_commands(sub)
     return p
 
 
@@ -391,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         _configure_logging(settings, args.verbose)
         check_settings(settings)
-        if args.command in _NEEDS_BROKER:
+        if args.command in _NEEDS_BROKER | needs_broker():
             require_broker(settings)
         return int(args.func(args))
     except KeyboardInterrupt:

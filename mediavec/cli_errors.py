@@ -25,7 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from streams.settings import Settings
+from mediavec.settings import Settings
 
 logger = logging.getLogger("mediavec.cli")
 
@@ -192,7 +192,7 @@ def _under(path: Path, folder: Path) -> bool:
 def _qdrant(exc: BaseException, settings: Settings | None) -> Failure:
     url = settings.qdrant.url if settings is not None else None
     if url:
-        from mediavec.vectorstore.server import _safe_url
+        from stores.vectorstore.server import _safe_url
 
         return Failure(f"Qdrant at {_safe_url(url)}", one_line(str(exc)) or type(exc).__name__)
     return Failure("Qdrant", one_line(str(exc)) or type(exc).__name__)
@@ -202,7 +202,9 @@ def _simple(what: str, status: int = EXIT_FAILED, hint: str = "") -> Explainer:
     return lambda exc, _settings: Failure(what, one_line(str(exc)) or type(exc).__name__, hint, status)
 
 
-def _first_of(what: str) -> Explainer:
+def first_of(what: str) -> Explainer:
+    """Tell an error by its message's first line (and say -v shows the rest)."""
+
     def explain_first(exc: Exception, _settings: Settings | None) -> Failure:
         first, more = _first_line(str(exc))
         return Failure(what, first, "run with -v for the rest" if more else "")
@@ -219,15 +221,14 @@ def _explainers() -> dict[type, Explainer]:
     from pydantic_settings import SettingsError
 
     from mediavec.aliases import VersionInUse
-    from mediavec.devstack.procs import DevStackError
-    from mediavec.encindex.keys import IndexKeyError
-    from mediavec.metadb.migrate import MigrationError
-    from mediavec.models.weights import WeightsNotFound
+    from mediavec.cli_plugins import plugins
     from mediavec.publish import PublishError
     from mediavec.query_models import SearchError
-    from mediavec.samples import SampleImagesMissing
-    from mediavec.vectorstore import StoreLockedError, UnknownCollectionError, VectorStoreError
+    from models.weights import WeightsNotFound
     from schemas import SchemaError
+    from stores.encindex.keys import IndexKeyError
+    from stores.metadb.migrate import MigrationError
+    from stores.vectorstore import StoreLockedError, UnknownCollectionError, VectorStoreError
     from streams.errors import FatalKafkaError
 
     def settings_problem(exc: Exception, _settings: Settings | None) -> Failure:
@@ -246,15 +247,13 @@ def _explainers() -> dict[type, Explainer]:
         SearchError: _simple("search", EXIT_USAGE),
         IndexKeyError: _simple("encrypted index key", hint="see docs/encrypted-index.md"),
         VersionInUse: _simple("refused"),
-        DevStackError: _first_of("dev stack"),
         MigrationError: _simple("metadb"),
         PublishError: _simple("publish"),
-        SampleImagesMissing: _first_of("demo"),
         SchemaError: _simple("invalid event"),
         ValidationError: settings_problem,
         SettingsError: settings_problem,
         OSError: _os_error,
-    }
+    } | {kind: how for plugin in plugins() for kind, how in plugin.explainers().items()}
 
 
 def settings_error(exc: Exception) -> str:
@@ -330,7 +329,7 @@ def check_settings(settings: Settings) -> None:
     """Settings checked only where they are read fail here as settings do: the encrypted index's."""
     if not (settings.encindex.key_file or settings.encindex.key_env):
         return  # not configured, not used
-    from mediavec.encindex.config import encindex_settings
+    from stores.encindex.config import encindex_settings
 
     try:
         encindex_settings(settings)

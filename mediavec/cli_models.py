@@ -2,7 +2,7 @@
 
 ``list`` reads only the disk. ``pull [NAME]`` downloads the open_clip weights of the configured
 vision and concept models (or the one named) from the Hugging Face hub into its cache, checks them
-and prints their licences (:mod:`mediavec.models.pull`); every failure is one line on stderr and
+and prints their licences (:mod:`models.pull`); every failure is one line on stderr and
 a non-zero exit.
 """
 
@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from mediavec.models.pull import HubModel, LocalModel, PullError
+from models.pull import HubModel, LocalModel, PullError
 
 PROG = "mediavec models"
 MB = 1_000_000
@@ -25,8 +25,8 @@ def _quiet(args: argparse.Namespace) -> None:
 
 
 def _where(model: HubModel) -> str:
-    from mediavec.models.pull import found_now
-    from mediavec.models.weights import pull_command
+    from models.pull import found_now
+    from models.weights import pull_command
 
     source = found_now(model)
     if source is None:
@@ -38,8 +38,8 @@ def _where(model: HubModel) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from mediavec.models.pull import card_licence, hub_models, local_models
-    from streams.settings import load_settings
+    from mediavec.settings import load_settings
+    from models.pull import card_licence, hub_models, local_models
 
     _quiet(args)
     settings = load_settings()
@@ -60,8 +60,8 @@ def _print_local(local: LocalModel) -> None:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from mediavec.models.pull import local_models, select
-    from streams.settings import load_settings
+    from mediavec.settings import load_settings
+    from models.pull import local_models, select
 
     _quiet(args)
     settings = load_settings()
@@ -83,7 +83,7 @@ def _pull(args: argparse.Namespace) -> int:
 
 def _pull_one(model: HubModel) -> bool:
     """Pull one model and say how it went; False when it failed (its one line is on stderr)."""
-    from mediavec.models.pull import in_model_dir, pull
+    from models.pull import in_model_dir, pull
 
     ckpt = in_model_dir(model)
     if ckpt is not None:

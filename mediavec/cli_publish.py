@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streams.settings import Settings, load_settings
+from mediavec.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from schemas import MediaRequest

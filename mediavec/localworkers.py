@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mediavec.progress import RunTracker
-from streams.settings import Settings
+from mediavec.settings import Settings
 
 
 class LocalWorkers:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from mediavec.settings import Settings
 from schemas import SchemaError, decode_dead_letter, decode_frame, decode_request, decode_vector_batch
 from streams.kafka import consumer, group_id, read_to_end
-from streams.settings import Settings
 from streams.topics import topics
 
 logger = logging.getLogger(__name__)

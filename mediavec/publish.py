@@ -14,9 +14,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mediavec.settings import Settings
 from schemas import MediaRequest, encode_request
 from streams.kafka import producer
-from streams.settings import Settings
 from streams.topics import topics
 
 logger = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from consumers.fetch.download import FetchError
-from consumers.fetch.video_source import file_url_path
+from media.download import FetchError
+from media.video_source import file_url_path
 from mediavec.publish import media_id_for
 from schemas import MediaRequest, SchemaError, encode_request
 from schemas.codec import request_validator

@@ -6,7 +6,7 @@ the list file). Local files are published as ``file://`` URLs of their absolute 
 workers read them only under ``fetch.allow_paths`` (``MEDIAVEC_FETCH__ALLOW_PATHS``).
 
 Durations come from the container's headers (PyAV): a local file is opened directly, an http(s)
-URL through :class:`~consumers.fetch.video_source.HttpRangeFile`, so the same SSRF guard, caps and
+URL through :class:`~media.video_source.HttpRangeFile`, so the same SSRF guard, caps and
 range reads as the fetch stage apply (``fetch.allow_cidrs`` / ``allow_hosts`` of this process).
 All segments of one video share its media id (:func:`mediavec.publish.media_id_for` of the URL);
 frame indices stay unique because samples lie on one grid per video.
@@ -27,11 +27,11 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from consumers.fetch.decode import DecodeError
-from consumers.fetch.download import Downloader, FetchError
-from consumers.fetch.video import video_duration
-from consumers.fetch.video_sampling import segments
-from consumers.fetch.video_source import HttpRangeFile, file_url_path, is_file_url
+from media.decode import DecodeError
+from media.download import Downloader, FetchError
+from media.video import video_duration
+from media.video_sampling import segments
+from media.video_source import HttpRangeFile, file_url_path, is_file_url
 from mediavec.publish import media_id_for
 from mediavec.publish_file import (
     Line,
@@ -44,8 +44,8 @@ from mediavec.publish_file import (
     request_problem,
     url_problem,
 )
+from mediavec.settings import Settings
 from schemas import MediaRequest
-from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 

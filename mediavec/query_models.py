@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 from PIL import Image
 
-from mediavec.vectorstore import QdrantStore, VectorStore
-from streams.settings import ModelSettings, Settings
+from mediavec.settings import Settings
+from models.settings import ModelSettings
+from stores.vectorstore import QdrantStore, VectorStore
 
 if TYPE_CHECKING:
-    from mediavec.models.clip import ClipEmbedder
-    from mediavec.models.faces import Face
-    from mediavec.models.textmodel import TextModel
+    from models.clip import ClipEmbedder
+    from models.faces import Face
+    from models.textmodel import TextModel
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class QueryModels:
         return self.text_model().model_id if role == "minilm" else self.face_model().model_id
 
     def clip(self, role: Literal["vision", "concept"], model_id: str) -> ClipEmbedder:
-        from mediavec.models.clip import ClipEmbedder
+        from models.clip import ClipEmbedder
 
         if model_id not in self._clip:
             base = self.settings.model if role == "vision" else self.settings.concept
@@ -123,7 +124,7 @@ class QueryModels:
         return self._clip[model_id]
 
     def text_model(self) -> TextModel:
-        from mediavec.models.textmodel import TextModel
+        from models.textmodel import TextModel
 
         if self._text is None:
             self._text = TextModel.load(self.settings.text.model_dir, device=self.settings.model.device)
@@ -132,7 +133,7 @@ class QueryModels:
     def face_model(self) -> FaceModel:
         """The configured face backend, loaded as the embed stage loads it."""
         if self._faces is None:
-            from mediavec.models.bundle import load_faces
+            from models.bundle import load_faces
 
             self._faces = load_faces(self.settings)
         return self._faces
@@ -154,7 +155,7 @@ class QueryModels:
 
 
 def _weights_id(settings: ModelSettings) -> str:
-    from mediavec.models.weights import resolve_weights
+    from models.weights import resolve_weights
 
     return resolve_weights(settings).model_id
 

@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from mediavec.localworkers import LocalWorkers, follow
 from mediavec.progress import RunTracker
+from mediavec.settings import Settings
 from schemas import SchemaError, decode_request, encode_request
 from streams.admin import ensure_topics
 from streams.kafka import admin, consumer, group_id, producer
-from streams.settings import Settings
 from streams.topics import topics
 
 logger = logging.getLogger(__name__)

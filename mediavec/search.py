@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from consumers.sink_qdrant.transform import collection_for, model_from_collection
-from mediavec.encindex.hits import merge_hits
 from mediavec.query_models import Query, QueryModels, Role, SearchError, Target, model_settings
-from mediavec.vectorstore import SPACES, Hit, QdrantStore, UnknownCollectionError, VectorStore, open_store
-from streams.settings import Settings
+from mediavec.settings import Settings
+from schemas.collections import collection_for, model_from_collection
+from stores.encindex.hits import merge_hits
+from stores.vectorstore import SPACES, Hit, QdrantStore, UnknownCollectionError, VectorStore, open_store
 
 if TYPE_CHECKING:
-    from mediavec.models.clip import ClipEmbedder
+    from models.clip import ClipEmbedder
 
 __all__ = [
     "SPACE_CHOICES",
@@ -187,7 +187,7 @@ def _open(settings: Settings, stores: tuple[str, ...]) -> Iterator[VectorStore]:
     if "qdrant" in stores:
         yield open_store(settings)
     if "encrypted" in stores:
-        from mediavec.encindex import open_encrypted_store
+        from stores.encindex import open_encrypted_store
 
         yield open_encrypted_store(settings)
 
@@ -213,7 +213,7 @@ def default_stores(settings: Settings) -> tuple[str, ...]:
 def random_weight_models(settings: Settings) -> list[str]:
     """Ids of the configured open_clip models (vision, concept) that run on random weights, whose
     rankings mean nothing; raises WeightsNotFound, as a search would, where they are not allowed."""
-    from mediavec.models.weights import resolve_weights
+    from models.weights import resolve_weights
 
     resolved = [resolve_weights(model) for model in (settings.model, settings.concept)]
     return [w.model_id for w in resolved if w.is_random]
@@ -221,7 +221,7 @@ def random_weight_models(settings: Settings) -> list[str]:
 
 def load_query_model(settings: Settings, model_id: str | None) -> ClipEmbedder:
     """The vision embedder for queries into a collection made by ``model_id`` (default: the configured one)."""
-    from mediavec.models.clip import ClipEmbedder
+    from models.clip import ClipEmbedder
 
     return ClipEmbedder.load(model_settings(settings.model, model_id))
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from mediavec.settings import Settings
 from streams.kafka import consumer, group_id
-from streams.settings import Settings
 from streams.topics import topics
 
 STAGE_INPUTS = {

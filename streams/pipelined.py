@@ -42,7 +42,7 @@ from streams import metrics
 from streams.errors import FatalKafkaError, backoff_s, is_fatal
 from streams.logctx import event
 from streams.runner import ISOLATED_TRIES, MAX_STAGE_RETRIES, TransactionalLoop, to_input
-from streams.settings import Settings
+from streams.settings import StreamSettings
 from streams.stage import Failure, InputRecord, PipelinedStage, Result, RetryBatch, fault_failure
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class PipelinedRunner(TransactionalLoop):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StreamSettings,
         stage: PipelinedStage,
         *,
         max_in_flight: int,

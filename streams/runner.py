@@ -32,7 +32,7 @@ from streams.errors import Action, FatalKafkaError, backoff_s, classify
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, transactional_producer
 from streams.logctx import event
-from streams.settings import Settings
+from streams.settings import StreamSettings
 from streams.stage import (
     Failure,
     InputRecord,
@@ -102,7 +102,7 @@ class TransactionalLoop(ABC):
     A subclass decides what one :meth:`_step` of the poll loop does.
     """
 
-    def __init__(self, settings: Settings, stage: StageLifecycle, *, instance: str | None = None) -> None:
+    def __init__(self, settings: StreamSettings, stage: StageLifecycle, *, instance: str | None = None) -> None:
         self.settings = settings
         self.lifecycle = stage
         self.topics = topics(settings)
@@ -260,7 +260,7 @@ class TransactionalRunner(TransactionalLoop):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StreamSettings,
         stage: Stage,
         *,
         batch_size: int,

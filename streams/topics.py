@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from streams.settings import Settings
+from streams.settings import StreamSettings
 
 Encoding = Literal["json:media_request/v1", "avro:frame/v1", "avro:vector_batch/v1", "avro:dead_letter/v1", "json:seen"]
 DAY_MS = 24 * 3600 * 1000
@@ -55,7 +55,7 @@ class Topics:
         raise KeyError(f"unknown topic {name!r}; known: {[s.name for s in self.all()]}")
 
 
-def topics(settings: Settings) -> Topics:
+def topics(settings: StreamSettings) -> Topics:
     t = settings.topics
     p = t.prefix
     shared = t.sink_prefix if t.sink_prefix is not None else p

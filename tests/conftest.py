@@ -5,7 +5,7 @@
   a running demo stack is left alone. It fails, never skips, when the stack cannot start. It is
   stopped at the end of the session unless ``MEDIAVEC_TEST_KEEP_STACK=1`` (faster reruns).
 - ``stack_settings`` (session): the settings the stack runs under. Pass these, not ``settings``,
-  to ``mediavec.devstack.stack`` functions such as ``restart_kafka``: they name its data directory.
+  to ``devstack.stack`` functions such as ``restart_kafka``: they name its data directory.
 - ``settings`` (function): settings pointing at the stack with a unique topic prefix, a fresh
   PostgreSQL database, and ``tmp_path`` as the data directory for embedded stores.
 
@@ -25,18 +25,15 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from mediavec.devstack import postgres
-from mediavec.devstack.stack import StackInfo, purge, up
-from streams.settings import (
-    DevStackSettings,
-    EmbedSettings,
-    FetchSettings,
-    KafkaSettings,
-    ModelSettings,
-    PostgresSettings,
-    Settings,
-    TopicSettings,
-)
+from consumers.embed.settings import EmbedSettings
+from devstack import postgres
+from devstack.settings import DevSettings, DevStackSettings
+from devstack.stack import StackInfo, purge, up
+from media.settings import FetchSettings
+from mediavec.settings import Settings
+from models.settings import ModelSettings
+from stores.settings import PostgresSettings
+from streams.settings import KafkaSettings, TopicSettings
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DEVSTACK = DevStackSettings(kafka_port=29192, controller_port=29193, postgres_port=25532)
@@ -55,13 +52,13 @@ def _stack_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack_settings() -> Settings:
+def stack_settings() -> DevSettings:
     kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{TEST_DEVSTACK.kafka_port}")
-    return Settings(data_dir=_stack_dir(), devstack=TEST_DEVSTACK, kafka=kafka)
+    return DevSettings(data_dir=_stack_dir(), devstack=TEST_DEVSTACK, kafka=kafka)
 
 
 @pytest.fixture(scope="session")
-def stack(stack_settings: Settings) -> Iterator[StackInfo]:
+def stack(stack_settings: DevSettings) -> Iterator[StackInfo]:
     try:
         info = up(stack_settings)
     except Exception as exc:
@@ -79,13 +76,13 @@ def _token(test_name: str) -> str:
 
 @pytest.fixture
 def settings(
-    stack: StackInfo, stack_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+    stack: StackInfo, stack_settings: DevSettings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Settings]:
     token = _token(request.node.name)
     database = "t_" + token.replace("-", "_")
     postgres.ensure_database(stack_settings, database)
     dsn = f"host=127.0.0.1 port={stack_settings.devstack.postgres_port} dbname={database} user={postgres.SUPERUSER}"
-    yield Settings(
+    yield DevSettings(
         data_dir=tmp_path,
         # Short sessions: a killed static member's partitions move on after 10 s, not 45 s.
         kafka=stack_settings.kafka.model_copy(update={"session_timeout_ms": 10_000}),

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
+from mediavec.settings import Settings
 from streams.kafka import consumer, read_to_end
-from streams.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from consumers.sink_postgres.sink import PostgresSink
-from mediavec.metadb import connect
+from mediavec.settings import Settings
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
-from streams.settings import Settings
+from stores.metadb import connect
 from streams.stage import InputRecord
 
 MODEL = "open_clip/test/random"

@@ -31,12 +31,12 @@ import numpy as np
 from PIL import Image
 
 from consumers.embed.queues import ModelQueue
-from mediavec.models.bundle import EmbedModels
-from mediavec.models.faces import Face
-from mediavec.models.geometry import Box, Detection, grid_boxes, spatial_phrases
-from mediavec.models.ocr import TextRead
+from consumers.settings import ConsumerSettings
+from models.bundle import EmbedModels
+from models.faces import Face
+from models.geometry import Box, Detection, grid_boxes, spatial_phrases
+from models.ocr import TextRead
 from schemas.models import Space
-from streams.settings import Settings
 
 if TYPE_CHECKING:
     import torch
@@ -97,7 +97,7 @@ class _Pending:
 class FramePipeline:
     """Queues and threads around the loaded models; :meth:`close` stops them."""
 
-    def __init__(self, models: EmbedModels, settings: Settings) -> None:
+    def __init__(self, models: EmbedModels, settings: ConsumerSettings) -> None:
         self.models = models
         self.settings = settings
         self.spaces = set(settings.embed.spaces)

@@ -26,16 +26,16 @@ from PIL import Image
 
 import schemas
 from consumers.embed.pipeline import FramePipeline, FrameVectors, Row
-from mediavec.models.bundle import EmbedModels, stored
+from consumers.settings import ConsumerSettings
+from models.bundle import EmbedModels, stored
 from schemas.models import Frame, VectorBatch, VectorRow
 from streams.memory import HeapTrimmer
-from streams.settings import Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey
 
 if TYPE_CHECKING:
     import torch
 
-    from mediavec.models.clip import ClipEmbedder
+    from models.clip import ClipEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def frame_prompts(frame: Frame) -> tuple[str, ...]:
 class VectorWriter:
     """Frame rows -> vector_batch events, one per producing model, at each model's stored width."""
 
-    def __init__(self, models: EmbedModels, settings: Settings) -> None:
+    def __init__(self, models: EmbedModels, settings: ConsumerSettings) -> None:
         self.model_ids: dict[str, str] = {}
         self.store_dims: dict[str, int | None] = {}
         if models.vision is not None:
@@ -147,7 +147,7 @@ class EmbedStage:
     name = "embed"
     input_topic: TopicKey = "frames"
 
-    def __init__(self, settings: Settings, models: EmbedModels | None = None) -> None:
+    def __init__(self, settings: ConsumerSettings, models: EmbedModels | None = None) -> None:
         self._settings = settings
         self._models = models
         self._pipeline: FramePipeline | None = None
@@ -164,7 +164,9 @@ class EmbedStage:
 
     def start(self) -> None:
         if self._models is None:
-            self._models = EmbedModels.load(self._settings)
+            self._models = EmbedModels.load(
+                self._settings, self._settings.embed.spaces, prompt_bank=self._settings.embed.prompt_bank
+            )
         self._pipeline = FramePipeline(self._models, self._settings)
         self._writer = VectorWriter(self._models, self._settings)
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from consumers.fetch.download import redact_url
+from consumers.settings import ConsumerSettings
+from media.download import redact_url
 from schemas.models import MediaRequest
 from streams.kvtable import LocalTable, remove_orphans
-from streams.settings import Settings
 from streams.stage import Failure, InputRecord, OutputRecord, dead_letter
 
 DUPLICATE = "duplicate_media"  # the error class of a skipped record, as `mediavec dlq list --skipped` shows it
@@ -47,7 +47,7 @@ class SeenTable(Protocol):
 MemoryTable = LocalTable  # the table of one process, with no changelog (single worker, unit tests)
 
 
-def table_file(settings: Settings) -> Path | None:
+def table_file(settings: ConsumerSettings) -> Path | None:
     """A new file for a worker's table (None: keep it in memory); files no worker holds are removed first."""
     f = settings.fetch
     if f.seen_table == "memory":

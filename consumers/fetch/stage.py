@@ -21,17 +21,17 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from consumers.fetch.decode import DecodedImage, DecodeError, decode_image
 from consumers.fetch.dedup import DUPLICATE, Duplicate, MemoryTable, SeenTable, claim, seen_before_download
-from consumers.fetch.download import Downloader, FetchError, public_url, redact_url
 from consumers.fetch.video_fetch import VideoFetched, VideoFetcher
-from consumers.fetch.video_source import is_file_url, read_local
+from consumers.settings import ConsumerSettings
+from media.decode import DecodedImage, DecodeError, decode_image
+from media.download import Downloader, FetchError, public_url, redact_url
+from media.video_source import is_file_url, read_local
 from schemas.codec import SchemaError, decode_request, encode_frame
 from schemas.models import Frame, MediaRequest
 from streams import metrics
 from streams.logctx import set_event
 from streams.loopthread import LoopThread
-from streams.settings import Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey, dead_letter
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class FetchStage:
     name = "fetch"
     input_topic: TopicKey = "requests"
 
-    def __init__(self, settings: Settings, seen: SeenTable | None = None) -> None:
+    def __init__(self, settings: ConsumerSettings, seen: SeenTable | None = None) -> None:
         self.settings = settings
         self.seen: SeenTable = seen if seen is not None else MemoryTable()
         self.outcomes: Counter[str] = Counter()  # "ok" or an error class -> count

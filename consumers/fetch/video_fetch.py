@@ -1,6 +1,6 @@
 """The fetch stage's video path: one media request (a segment) in, all of its sampled frames out.
 
-Request semantics: ``url`` is http(s) (read with byte ranges, :mod:`consumers.fetch.video_source`)
+Request semantics: ``url`` is http(s) (read with byte ranges, :mod:`media.video_source`)
 or ``file://`` of a path under ``fetch.allow_paths``; ``start_s`` defaults to 0, ``end_s`` to the
 end the headers declare, ``sample_fps`` to ``fetch.default_sample_fps``; ``fetch.max_video_frames``
 bounds a segment and ``fetch.video_decode_mode`` picks the decode plan.
@@ -25,15 +25,15 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from consumers.fetch.decode import DecodeError
-from consumers.fetch.download import Downloader, FetchError, public_url, redact_url
-from consumers.fetch.video import SampledFrame, SegmentResult, Source, sample_segment, video_duration
-from consumers.fetch.video_sampling import count_targets
-from consumers.fetch.video_source import HttpRangeFile, is_file_url, open_local
-from consumers.fetch.video_torchcodec import sample_segment_torchcodec
+from media.decode import DecodeError
+from media.download import Downloader, FetchError, public_url, redact_url
+from media.settings import FetchSettings
+from media.video import SampledFrame, SegmentResult, Source, sample_segment, video_duration
+from media.video_sampling import count_targets
+from media.video_source import HttpRangeFile, is_file_url, open_local
+from media.video_torchcodec import sample_segment_torchcodec
 from schemas.codec import encode_frame
 from schemas.models import Frame, MediaRequest
-from streams.settings import FetchSettings
 from streams.stage import Failure, OutputRecord
 
 logger = logging.getLogger(__name__)

@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from consumers.sink_qdrant.transform import CollectionUpsert, collection_for, row_payload
-from mediavec.encindex import EncIndexSettings, encindex_settings, open_encrypted_store
-from mediavec.encindex.store import EncryptedStore, check_collection_name
-from mediavec.vectorstore.base import VectorStoreError
+from consumers.settings import ConsumerSettings
+from consumers.sink_qdrant.transform import CollectionUpsert
 from schemas import SchemaError, VectorBatch, decode_vector_batch
-from streams.settings import Settings
+from schemas.collections import collection_for, row_payload
+from stores.encindex import EncIndexSettings, encindex_settings, open_encrypted_store
+from stores.encindex.store import EncryptedStore, check_collection_name
+from stores.vectorstore.base import VectorStoreError
 from streams.stage import Failure, InputRecord, TopicKey
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class EncryptedSink:
     name = "sink-encrypted"
     input_topic: TopicKey = "vectors"
 
-    def __init__(self, settings: Settings, enc: EncIndexSettings | None = None) -> None:
+    def __init__(self, settings: ConsumerSettings, enc: EncIndexSettings | None = None) -> None:
         self.settings = settings
         self.enc = enc or encindex_settings(settings)
         self.consumer_name = f"{settings.topics.prefix}mediavec.{self.name}"

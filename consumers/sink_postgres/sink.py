@@ -12,7 +12,7 @@ Per poll (``streams.sink_runner`` calls split, then write):
    next offsets, commit. A crash anywhere before the commit leaves neither rows nor offsets.
 
 The runner seeks to :meth:`load_offsets` on every assignment, so a restart resumes from what the
-database holds. Partitioning and the key: see ``mediavec/metadb/migrations/0001_*.sql`` and
+database holds. Partitioning and the key: see ``stores/metadb/migrations/0001_*.sql`` and
 ``transform.py`` (``ingested_at`` is the record's Kafka timestamp, fixed across redeliveries).
 Errors from the database propagate: the worker exits and its supervisor restarts it, and the
 restarted worker redoes the batch from the stored offsets.
@@ -32,11 +32,11 @@ from itertools import chain
 
 import psycopg
 
+from consumers.settings import ConsumerSettings
 from consumers.sink_postgres.transform import COLUMNS, ingest_day, problem, rows_from_batch
-from mediavec.metadb import StagedInsert, connect, ensure_partitions, migrate
-from mediavec.metadb import writer as db
 from schemas import SchemaError, VectorBatch, decode_vector_batch
-from streams.settings import Settings
+from stores.metadb import StagedInsert, connect, ensure_partitions, migrate
+from stores.metadb import writer as db
 from streams.stage import Failure, InputRecord, TopicKey
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class PostgresSink:
     name = "sink-postgres"
     input_topic: TopicKey = "vectors"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ConsumerSettings) -> None:
         self.settings = settings
         self.consumer_name = f"{settings.topics.prefix}mediavec.{self.name}"
         self.stats = WriteStats()

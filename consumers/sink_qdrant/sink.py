@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from consumers.settings import ConsumerSettings
 from consumers.sink_qdrant.transform import collection_name, points_from_batches
-from mediavec.vectorstore import QdrantStore, open_store
-from mediavec.vectorstore.base import DimensionMismatchError
 from schemas import SchemaError, VectorBatch, decode_vector_batch
-from streams.settings import Settings
+from stores.vectorstore import QdrantStore, open_store
+from stores.vectorstore.base import DimensionMismatchError
 from streams.stage import Failure, InputRecord, TopicKey
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class QdrantSink:
     name = "sink-qdrant"
     input_topic: TopicKey = "vectors"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ConsumerSettings) -> None:
         self.settings = settings
         self.consumer_name = f"{settings.topics.prefix}mediavec.{self.name}"
         self._store: QdrantStore | None = None

@@ -4,7 +4,7 @@ No Kafka and no store here; the runner polls, calls :func:`points_from_batches`,
 group (waiting for the ack), then records the offsets.
 
 Collections: one Qdrant collection per (request collection, model), named
-``<collection>__<model slug>`` (see :func:`collection_for`). A collection holds one vector space,
+``<collection>__<model slug>`` (:func:`schemas.collections.collection_for`). A collection holds one vector space,
 and the model is what fixes the space and the dimension: the scene, object and text vectors of the
 vision model share a collection (told apart by the ``space`` payload field, which searches filter
 on), while a concept model's grid vectors or a face model's vectors land in their own collection.
@@ -14,18 +14,13 @@ mixing two incompatible spaces; the search command finds it with the same functi
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from schemas.models import VectorBatch, VectorRow
-
-# Qdrant collection names (and the edge backend's directory names) allow letters, digits, '_',
-# '-' and '.'; a model id such as "open_clip/ViT-B-32/openai" becomes "open_clip.ViT-B-32.openai".
-_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_SLUG_MAX = 120
+from schemas.collections import collection_for, row_payload
+from schemas.models import VectorBatch
 
 
 @dataclass(frozen=True)
@@ -43,41 +38,9 @@ class MixedDimensionError(ValueError):
     """Two batches for one collection carry vectors of different dimensions (a producer bug)."""
 
 
-def model_slug(model: str) -> str:
-    """The model id as it appears in collection names: '/' -> '.', other unsafe runs -> '-'."""
-    slug = _SLUG_UNSAFE.sub("-", model.replace("/", "."))
-    return slug.strip(".-")[:_SLUG_MAX] or "model"
-
-
-def collection_for(collection: str, model: str) -> str:
-    """Qdrant collection holding the vectors of one request collection made by one model."""
-    return f"{collection}__{model_slug(model)}"
-
-
 def collection_name(batch: VectorBatch) -> str:
     """Qdrant collection a vector batch belongs in."""
     return collection_for(batch.collection, batch.model)
-
-
-def row_payload(batch: VectorBatch, row: VectorRow) -> dict[str, Any]:
-    """The payload stored with one vector: where it came from and what it shows."""
-    return {
-        "media_id": row.media_id,
-        "source_url": batch.source_url,
-        "frame_index": row.frame_index,
-        "timestamp_s": row.timestamp_s,
-        "space": row.space,
-        "object_index": row.object_index,
-        "box": list(row.box) if row.box is not None else None,
-        "label": row.label,
-        "score": row.score,
-        "collection": batch.collection,
-        "model": batch.model,
-        "content_sha256": batch.content_sha256,
-        "run_id": batch.run_id,
-        "meta": dict(batch.metadata),  # the request's string->string metadata, one level deep
-        "published_at": batch.published_at,
-    }
 
 
 @dataclass
@@ -111,15 +74,3 @@ def _upsert(name: str, group: _Group) -> CollectionUpsert:
     vectors = np.stack([v for v, _ in group.rows.values()]).astype(np.float16, copy=False)
     payloads = [p for _, p in group.rows.values()]
     return CollectionUpsert(name, group.dim, ids, vectors.reshape(len(ids), group.dim), payloads)
-
-
-def model_from_collection(name: str) -> str | None:
-    """The model id a physical collection was named after, when the slug reads back unambiguously.
-
-    ``products-v2__open_clip.ViT-B-32.openai`` -> ``open_clip/ViT-B-32/openai``; None when the
-    name has no model part or the slug has more or fewer than three dot-separated parts.
-    """
-    if "__" not in name:
-        return None
-    parts = name.rsplit("__", 1)[1].split(".")
-    return "/".join(parts) if len(parts) == 3 and all(parts) else None

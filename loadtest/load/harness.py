@@ -27,17 +27,17 @@ from pathlib import Path
 import av
 from PIL import Image
 
+from devstack.samples import sample_images
+from devstack.testmedia import vtest_avi
 from loadtest.load.monitor import Monitor
 from loadtest.load.profile import LoadProfile, plan_media
 from loadtest.load.publisher import MediaSet, Publisher, publish_planned
 from loadtest.load.summary import LoadReport, RunFacts, summarize
 from loadtest.load.tracker import LoadTracker
 from mediavec.localworkers import LocalWorkers
-from mediavec.samples import sample_images
+from mediavec.settings import Settings
 from mediavec.status import look
-from mediavec.testmedia import vtest_avi
 from streams.admin import ensure_topics
-from streams.settings import Settings
 from tests.e2e.corpus import loopback_fetch_settings
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 
+from mediavec.settings import Settings
 from mediavec.status import look
-from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 MB = 1024 * 1024

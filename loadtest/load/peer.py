@@ -34,9 +34,9 @@ from loadtest.load.harness import REPO, media_server, prepare_media
 from loadtest.load.profile import LoadProfile, plan_media
 from loadtest.load.publisher import MediaSet, publish_planned
 from mediavec.localworkers import LocalWorkers
+from mediavec.settings import Settings
 from streams.admin import ensure_topics
 from streams.kafka import consumer
-from streams.settings import Settings
 from streams.topics import topics
 
 logger = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from typing import Any
 from loadtest.load.profile import LoadProfile, PlannedMedia, plan_media
 from loadtest.load.tracker import LoadTracker
 from mediavec.publish import produce_request
+from mediavec.settings import Settings
 from schemas import MediaRequest
 from streams.kafka import producer
-from streams.settings import Settings
 from streams.topics import topics
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mediavec.mediaserver import MediaServer, byte_range
+from devstack.mediaserver import MediaServer, byte_range
 
 __all__ = ["DRIP_BPS", "FAILURES", "LoadMediaServer", "stamp_jpeg"]
 

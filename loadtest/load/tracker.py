@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from mediavec.settings import Settings
 from schemas import SchemaError, decode_dead_letter, decode_frame, decode_vector_batch
 from streams.kafka import consumer, group_id
-from streams.settings import Settings
 from streams.topics import topics
 
 logger = logging.getLogger(__name__)

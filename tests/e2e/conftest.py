@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mediavec.encindex.keys import generate_key, write_key_file
-from streams.settings import Settings
+from mediavec.settings import Settings
+from stores.encindex.keys import generate_key, write_key_file
 from tests.e2e.corpus import loopback_fetch_settings
 
 

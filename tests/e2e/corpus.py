@@ -9,8 +9,8 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageOps
 
-from mediavec.mediaserver import Canary, MediaServer, write_pixel_bomb
-from streams.settings import FetchSettings
+from devstack.mediaserver import Canary, MediaServer, write_pixel_bomb
+from media.settings import FetchSettings
 
 
 def loopback_fetch_settings() -> FetchSettings:

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from mediavec.devstack import stack as devstack
+from devstack import stack as devstack
+from devstack.mediaserver import Canary, MediaServer
+from devstack.samples import sample_images
 from mediavec.localworkers import LocalWorkers
-from mediavec.mediaserver import Canary, MediaServer
 from mediavec.progress import RunTracker
 from mediavec.publish import new_run_id, publish
-from mediavec.samples import sample_images
+from mediavec.settings import Settings
 from streams.admin import ensure_topics
-from streams.settings import Settings
 from tests.e2e.chaos import run_with_chaos
 from tests.e2e.corpus import build_corpus
 from tests.e2e.test_image_pipeline import _assert_dlq, _assert_stores, _publish_invalid, _requests

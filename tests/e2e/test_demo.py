@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from mediavec.demo import COLLECTION
-from mediavec.samples import find_sample_photos
+from devstack.demo import COLLECTION
+from devstack.samples import find_sample_photos
 from mediavec.search import random_weight_models
-from streams.settings import ConceptSettings, ModelSettings, Settings
+from mediavec.settings import Settings
+from models.settings import ConceptSettings, ModelSettings
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

@@ -23,16 +23,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from consumers.fetch.video_sampling import count_targets
+from consumers.embed.settings import EmbedSettings
+from devstack.mediaserver import MediaServer
+from devstack.testmedia import face_api_photos, static_clip, transcode, vtest_avi
+from media.video_sampling import count_targets
 from mediavec.localworkers import LocalWorkers
-from mediavec.mediaserver import MediaServer
 from mediavec.publish import publish
 from mediavec.search import search
-from mediavec.testmedia import face_api_photos, static_clip, transcode, vtest_avi
+from mediavec.settings import Settings
+from models.settings import ConceptSettings
 from schemas import MediaRequest, decode_frame, decode_vector_batch
+from schemas.spaces import ALL_SPACES
 from streams.admin import ensure_topics
 from streams.kafka import group_id
-from streams.settings import ALL_SPACES, ConceptSettings, EmbedSettings, Settings
 from streams.topics import topics
 from tests.kafkautil import group_caught_up, read_topic, wait_for
 
@@ -52,7 +55,7 @@ def _sign(path: Path) -> Path:
 
 def _face_query(photo: Path, tmp_path: Path) -> tuple[Path, tuple[float, float, float, float]]:
     """The largest face of ``photo``, cut out with its head and enlarged 1.4x: a new image of that person."""
-    from mediavec.models.faces import FaceEmbedder
+    from models.faces import FaceEmbedder
 
     image = Image.open(photo).convert("RGB")
     face = max(FaceEmbedder.load().faces(image), key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))

@@ -19,17 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumers.fetch.decode import decode_image
-from consumers.sink_qdrant.transform import collection_for
-from mediavec.mediaserver import Canary, MediaServer
+from devstack.mediaserver import Canary, MediaServer
+from devstack.samples import sample_images
+from media.decode import decode_image
 from mediavec.progress import RunTracker
 from mediavec.publish import new_run_id, publish
-from mediavec.samples import sample_images
-from mediavec.vectorstore import open_store
+from mediavec.settings import Settings
 from schemas import MediaRequest, decode_dead_letter, point_id
+from schemas.collections import collection_for
+from stores.vectorstore import open_store
 from streams.admin import ensure_topics
 from streams.kafka import producer
-from streams.settings import Settings
 from streams.topics import topics
 from tests.e2e.corpus import Corpus, build_corpus
 from tests.kafkautil import read_topic, wait_sinks_caught_up
@@ -143,7 +143,7 @@ def test_images_end_to_end_with_bad_inputs_retries_and_an_embed_crash(
 def _assert_no_key_or_plaintext_leaks(settings: Settings, corpus: Corpus, log_dir: Path) -> None:
     """The index key is in no worker log, no dead letter and no data file; the encrypted index
     holds no payload in plaintext."""
-    from mediavec.encindex.keys import load_key
+    from stores.encindex.keys import load_key
 
     assert settings.encindex.key_file is not None
     raw = load_key(settings.encindex.key_file, None).reveal()
@@ -184,7 +184,7 @@ def _assert_stores(settings: Settings, corpus: Corpus) -> None:
 
 
 def _assert_encrypted(settings: Settings, expected: dict[str, tuple[str, np.ndarray]]) -> None:
-    from mediavec.encindex import open_encrypted_store
+    from stores.encindex import open_encrypted_store
 
     model = next(iter(expected.values()))[0]
     name = f"{collection_for('e2e', model)}__scene"
@@ -202,7 +202,7 @@ def _assert_encrypted(settings: Settings, expected: dict[str, tuple[str, np.ndar
 
 
 def _assert_postgres(settings: Settings, expected: dict[str, tuple[str, np.ndarray]]) -> None:
-    from mediavec.metadb import connect
+    from stores.metadb import connect
 
     with connect(settings) as conn:
         rows = conn.execute("SELECT point_id::text, media_id, space, collection FROM frame_metadata").fetchall()
@@ -212,7 +212,7 @@ def _assert_postgres(settings: Settings, expected: dict[str, tuple[str, np.ndarr
 
 
 def _assert_store(settings: Settings, corpus: Corpus) -> dict[str, tuple[str, np.ndarray]]:
-    from mediavec.models.clip import ClipEmbedder
+    from models.clip import ClipEmbedder
 
     embedder = ClipEmbedder.load(settings.model)
     ids = {point_id(embedder.model_id, m, 0, "scene", 0): m for m in corpus.good}
@@ -228,7 +228,7 @@ def _assert_store(settings: Settings, corpus: Corpus) -> dict[str, tuple[str, np
 
     media = [ids[p.id] for p in points]
     frames = [decode_image(corpus.files[m].read_bytes(), settings.fetch).jpeg for m in media]
-    from mediavec.models.bundle import stored as stored_width
+    from models.bundle import stored as stored_width
 
     full = embedder.embed_images([Image.open(io.BytesIO(j)).convert("RGB") for j in frames])
     expected = stored_width(full, settings.model.store_dim).astype(np.float32)  # the Matryoshka stored width

@@ -8,20 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from consumers.sink_qdrant.transform import collection_for
+from devstack.mediaserver import MediaServer
+from devstack.samples import sample_images
 from mediavec.aliases import alias_book
 from mediavec.cli import _drop_version
 from mediavec.localworkers import LocalWorkers, follow
-from mediavec.mediaserver import MediaServer
 from mediavec.progress import RunTracker
 from mediavec.publish import publish
 from mediavec.replay import resolve_window, run_replay
-from mediavec.samples import sample_images
 from mediavec.search import search
-from mediavec.vectorstore import open_store
+from mediavec.settings import Settings
 from schemas import MediaRequest
+from schemas.collections import collection_for
+from stores.vectorstore import open_store
 from streams.admin import ensure_topics
-from streams.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

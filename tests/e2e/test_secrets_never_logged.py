@@ -37,15 +37,15 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from mediavec.devstack import credentials, kafka, oidc, postgres, tls
-from mediavec.encindex.keys import generate_key
+from devstack import credentials, kafka, oidc, postgres, tls
+from devstack.mediaserver import MediaServer
+from devstack.samples import sample_images
 from mediavec.localworkers import LocalWorkers
-from mediavec.mediaserver import MediaServer
 from mediavec.progress import RunTracker
 from mediavec.publish import new_run_id, publish
-from mediavec.samples import sample_images
+from mediavec.settings import Settings
+from stores.encindex.keys import generate_key
 from streams.admin import ensure_topics
-from streams.settings import Settings
 from streams.topics import topics
 from tests.e2e.corpus import Corpus, loopback_fetch_settings
 from tests.e2e.test_image_pipeline import _assert_dlq, _assert_stores, _publish_invalid, _requests

@@ -26,7 +26,7 @@ import pytest
 
 from mediavec.cli import parser
 from mediavec.cli_errors import EXIT_INTERNAL, EXIT_USAGE
-from streams.settings import Settings
+from mediavec.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -218,7 +218,7 @@ def held_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A data directory whose embedded vector store another process holds open, as sink-qdrant does."""
     data = tmp_path_factory.mktemp("held")
     code = (
-        "import sys\nfrom mediavec.vectorstore import open_store\nfrom streams.settings import load_settings\n"
+        "import sys\nfrom stores.vectorstore import open_store\nfrom mediavec.settings import load_settings\n"
         "store = open_store(load_settings())\nprint('held', flush=True)\nsys.stdin.read()\nstore.close()\n"
     )
     env = {**_clean_environ(), "MEDIAVEC_DATA_DIR": str(data)}

@@ -11,9 +11,11 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from mediavec.devstack import kafka, postgres
-from mediavec.devstack.stack import StackInfo, purge, restart_kafka, status, up
-from streams.settings import DevStackSettings, KafkaSettings, Settings
+from devstack import kafka, postgres
+from devstack.settings import DevSettings, DevStackSettings
+from devstack.stack import StackInfo, purge, restart_kafka, status, up
+from mediavec.settings import Settings
+from streams.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +157,7 @@ def test_restart_kafka_keeps_committed_data(stack: StackInfo, stack_settings: Se
 def test_purge_deletes_a_stacks_data_and_a_new_up_starts_clean(tmp_path: Path) -> None:
     """A second, throwaway stack on its own ports: purge leaves the jars and nothing else."""
     dev = DevStackSettings(kafka_port=29292, controller_port=29293, postgres_port=25632)
-    settings = Settings(
+    settings = DevSettings(
         data_dir=tmp_path, devstack=dev, kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{dev.kafka_port}")
     )
     try:

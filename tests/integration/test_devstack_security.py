@@ -14,10 +14,10 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 from pydantic import SecretStr
 
-from mediavec.devstack import credentials, kafka, oidc, postgres, tls
-from mediavec.devstack.stack import StackInfo, status
+from devstack import credentials, kafka, oidc, postgres, tls
+from devstack.stack import StackInfo, status
+from mediavec.settings import Settings
 from streams.kafka import admin, producer
-from streams.settings import Settings
 from tests.kafkautil import read_topic
 
 pytestmark = pytest.mark.integration

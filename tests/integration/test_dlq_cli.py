@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from devstack.mediaserver import MediaServer
+from devstack.samples import sample_images
+from media.settings import FetchSettings
 from mediavec import workers
-from mediavec.mediaserver import MediaServer
-from mediavec.samples import sample_images
+from mediavec.settings import Settings
 from schemas import decode_dead_letter, decode_frame
 from streams.admin import ensure_topics
-from streams.settings import FetchSettings, Settings
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, read_topic, wait_for
 

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from devstack.mediaserver import MediaServer
 from mediavec.localworkers import LocalWorkers, follow
-from mediavec.mediaserver import MediaServer
 from mediavec.progress import RunTracker, describe
 from mediavec.publish import new_run_id, publish
+from mediavec.settings import Settings
 from schemas import MediaRequest
 from streams.admin import ensure_topics
 from streams.dlq import read_entries
-from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

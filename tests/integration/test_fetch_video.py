@@ -15,15 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from consumers.fetch.video_sampling import count_targets, segments, targets
+from devstack.mediaserver import MediaServer
+from devstack.testmedia import vtest_avi
+from media.settings import FetchSettings
+from media.video_sampling import count_targets, segments, targets
 from mediavec import workers
-from mediavec.mediaserver import MediaServer
 from mediavec.publish import media_id_for, publish
-from mediavec.testmedia import vtest_avi
+from mediavec.settings import Settings
 from schemas import MediaRequest, decode_dead_letter, decode_frame, decode_request
 from streams.admin import ensure_topics
 from streams.kafka import group_id
-from streams.settings import FetchSettings, Settings
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, group_caught_up, read_topic, wait_for
 

@@ -23,12 +23,12 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from mediavec import workers
+from mediavec.settings import Settings
 from schemas import SchemaError, decode_dead_letter, decode_frame, decode_request, decode_vector_batch
 from schemas.codec import encode_frame, encode_request, encode_vector_batch
 from schemas.models import MediaRequest
 from streams.admin import ensure_topics
 from streams.kafka import group_id, producer
-from streams.settings import Settings
 from streams.topics import topics
 from tests import hostile
 from tests.hostile import Hostile
@@ -136,7 +136,7 @@ def _fuzz(settings: Settings, case: Case, instance: str) -> Fuzzer:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    from mediavec.mediaserver import MediaServer
+    from devstack.mediaserver import MediaServer
 
     root = tmp_path / "media"
     root.mkdir()
@@ -185,8 +185,8 @@ def _good_batch(media: str) -> tuple[bytes, bytes]:
 
 
 def test_sink_qdrant_survives_hostile_vector_batches(settings: Settings) -> None:
-    from consumers.sink_qdrant.transform import collection_for
-    from mediavec.vectorstore import open_store
+    from schemas.collections import collection_for
+    from stores.vectorstore import open_store
 
     case = Case("sink-qdrant", "vectors", decode_vector_batch, hostile.hostile_vectors(), _good_batch)
     fuzzer = _fuzz(settings, case, "fuzz-qdrant")
@@ -197,7 +197,7 @@ def test_sink_qdrant_survives_hostile_vector_batches(settings: Settings) -> None
 
 
 def test_sink_postgres_survives_hostile_vector_batches(settings: Settings) -> None:
-    from mediavec.metadb.db import connect
+    from stores.metadb.db import connect
 
     case = Case("sink-postgres", "vectors", decode_vector_batch, hostile.hostile_vectors(), _good_batch)
     fuzzer = _fuzz(settings, case, "fuzz-postgres")
@@ -210,9 +210,9 @@ def test_sink_postgres_survives_hostile_vector_batches(settings: Settings) -> No
 
 def test_sink_encrypted_survives_hostile_vector_batches(settings: Settings, tmp_path: Path) -> None:
     from consumers.sink_encrypted.sink import collection_name
-    from mediavec.encindex import open_encrypted_store
-    from mediavec.encindex.config import encindex_settings
-    from mediavec.encindex.keys import generate_key, write_key_file
+    from stores.encindex import open_encrypted_store
+    from stores.encindex.config import encindex_settings
+    from stores.encindex.keys import generate_key, write_key_file
 
     key_file = tmp_path / "index.key"
     write_key_file(key_file, generate_key())

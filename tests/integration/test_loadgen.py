@@ -17,7 +17,7 @@ from loadtest.load.budgets import check, measured
 from loadtest.load.harness import RunOptions, load_settings_for, run_load
 from loadtest.load.profile import LoadProfile, plan_media
 from loadtest.load.summary import LoadReport
-from streams.settings import Settings
+from mediavec.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
+from devstack.mediaserver import MediaServer
+from devstack.samples import sample_images
 from mediavec import workers
-from mediavec.mediaserver import MediaServer
 from mediavec.publish import publish
-from mediavec.samples import sample_images
+from mediavec.settings import Settings
 from schemas import MediaRequest, decode_frame
 from streams import metrics
 from streams.admin import ensure_topics
 from streams.pipelined import PipelinedRunner
-from streams.settings import Settings
 from streams.stage import InputRecord, OutputRecord, Result
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, read_topic, wait_for

@@ -22,13 +22,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from PIL import Image
 
 from consumers.fetch.stage import FetchStage
-from mediavec.mediaserver import MediaServer
+from devstack.mediaserver import MediaServer
+from mediavec.settings import Settings
 from schemas import MediaRequest, decode_frame
 from schemas.codec import encode_request
 from streams.admin import ensure_topics
 from streams.kafka import group_id
 from streams.pipelined import PipelinedRunner
-from streams.settings import Settings
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, read_topic, wait_for
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from devstack.mediaserver import MediaServer
 from mediavec import workers
-from mediavec.mediaserver import MediaServer
+from mediavec.settings import Settings
 from schemas import MediaRequest, decode_dead_letter, decode_frame
 from schemas.codec import encode_request
 from streams.admin import ensure_topics
@@ -28,7 +29,6 @@ from streams.dlq import read_entries, redrive
 from streams.kafka import producer
 from streams.pipelined import PipelinedRunner
 from streams.runner import TransactionalRunner
-from streams.settings import Settings
 from streams.sink_runner import StoreSinkRunner
 from streams.stage import Failure, InputRecord, OutputRecord, Result, TopicKey
 from streams.topics import topics

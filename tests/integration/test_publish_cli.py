@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from mediavec.mediaserver import MediaServer
+from devstack.mediaserver import MediaServer
+from devstack.samples import sample_images
+from devstack.testmedia import static_clip
 from mediavec.publish import media_id_for
-from mediavec.samples import sample_images
-from mediavec.testmedia import static_clip
+from mediavec.settings import Settings
 from schemas import MediaRequest, decode_request
 from streams.admin import ensure_topics
-from streams.settings import Settings
 from streams.topics import topics
 from tests.kafkautil import read_topic
 

@@ -16,10 +16,10 @@ from confluent_kafka import TopicPartition
 from consumers.fetch.dedup import Duplicate
 from mediavec.progress import run_tracker
 from mediavec.publish import publish
+from mediavec.settings import Settings
 from schemas import MediaRequest, VectorBatch, VectorRow, encode_request, encode_vector_batch, point_id
 from streams.admin import ensure_topics
 from streams.kafka import consumer, group_id, producer
-from streams.settings import Settings
 from streams.stage import Failure, InputRecord, dead_letter
 from streams.topics import topics
 

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import pytest
 
+from mediavec.settings import Settings
 from schemas import decode_dead_letter
 from streams.admin import ensure_topics
 from streams.kafka import producer
 from streams.runner import TransactionalRunner
-from streams.settings import Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, read_topic, wait_for

@@ -9,12 +9,12 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from consumers.sink_encrypted.sink import EncryptedSink, collection_name
-from mediavec.encindex import EncIndexSettings, IndexKey, generate_key, write_key_file
-from mediavec.encindex.store import EncryptedStore
+from mediavec.settings import Settings
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
+from stores.encindex import EncIndexSettings, IndexKey, generate_key, write_key_file
+from stores.encindex.store import EncryptedStore
 from streams.admin import ensure_topics
 from streams.kafka import admin, producer
-from streams.settings import Settings
 from streams.sink_runner import StoreSinkRunner
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, wait_for

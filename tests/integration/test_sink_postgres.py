@@ -15,10 +15,10 @@ import psycopg
 import pytest
 
 from consumers.sink_postgres.sink import PostgresSink
-from mediavec.metadb import connect, drop_old_partitions, ensure_partitions
-from mediavec.metadb.partitions import existing_partitions
+from mediavec.settings import Settings
 from schemas import encode_vector_batch, point_id
-from streams.settings import Settings
+from stores.metadb import connect, drop_old_partitions, ensure_partitions
+from stores.metadb.partitions import existing_partitions
 from streams.stage import InputRecord
 from tests.kafkautil import wait_for
 from tests.pgutil import (

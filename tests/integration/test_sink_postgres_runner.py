@@ -7,10 +7,10 @@ import time
 import pytest
 
 from consumers.sink_postgres.sink import PostgresSink
+from mediavec.settings import Settings
 from schemas import encode_vector_batch
 from streams.admin import ensure_topics
 from streams.kafka import producer
-from streams.settings import Settings
 from streams.sink_runner import StoreSinkRunner
 from streams.stage import InputRecord
 from streams.topics import topics

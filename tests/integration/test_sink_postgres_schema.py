@@ -11,10 +11,12 @@ from pydantic import SecretStr
 
 from consumers.sink_postgres.sink import PostgresSink
 from consumers.sink_postgres.transform import COLUMNS
-from mediavec.devstack import postgres as devstack_postgres
-from mediavec.metadb import applied_versions, connect, dsn, migrate
-from mediavec.metadb.migrate import MigrationError, directory_migrations
-from streams.settings import PostgresSettings, Settings
+from devstack import postgres as devstack_postgres
+from devstack.settings import DevSettings
+from mediavec.settings import Settings
+from stores.metadb import applied_versions, connect, dsn, migrate
+from stores.metadb.migrate import MigrationError, directory_migrations
+from stores.settings import PostgresSettings
 from tests.pgutil import race, row_count, sql, vector_records, write_batch
 
 pytestmark = pytest.mark.integration
@@ -82,10 +84,13 @@ def test_failing_migration_rolls_back_alone_and_applied_files_must_not_change(
 
 
 def test_the_dsn_comes_from_settings_or_the_dev_stack_and_is_never_logged(
-    settings: Settings, caplog: pytest.LogCaptureFixture
+    settings: DevSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    unset = Settings(devstack=settings.devstack, postgres=PostgresSettings())
-    assert dsn(unset) == devstack_postgres.dsn(settings)
+    unset = DevSettings(data_dir=tmp_path / "unset", devstack=settings.devstack, postgres=PostgresSettings())
+    with pytest.raises(psycopg.OperationalError, match="MEDIAVEC_POSTGRES__DSN"):
+        dsn(unset)  # no DSN and no dev stack in this data directory
+    devstack_postgres.publish_dsn(unset)  # what `mediavec dev up` does
+    assert dsn(Settings(data_dir=unset.data_dir, postgres=PostgresSettings())) == devstack_postgres.dsn(settings)
     assert settings.postgres.dsn is not None
     # The stack trusts local connections, so the password is ignored by the server but is in the DSN.
     secret = settings.postgres.dsn.get_secret_value() + " password=s3cr3t-do-not-log"

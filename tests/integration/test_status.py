@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from devstack.mediaserver import MediaServer
+from devstack.samples import sample_images
 from mediavec import workers
-from mediavec.mediaserver import MediaServer
 from mediavec.publish import publish
-from mediavec.samples import sample_images
+from mediavec.settings import Settings
 from mediavec.status import look
 from schemas import MediaRequest
 from streams.admin import ensure_topics
-from streams.settings import Settings
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, read_topic, wait_for
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.mediaserver import MediaServer
+from devstack.samples import sample_images
 from mediavec.localworkers import LocalWorkers
-from mediavec.mediaserver import MediaServer
 from mediavec.progress import RunTracker
 from mediavec.publish import publish
-from mediavec.samples import sample_images
+from mediavec.settings import Settings
 from schemas import MediaRequest
 from streams.admin import ensure_topics
-from streams.settings import Settings
 from tests.kafkautil import wait_for
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import psutil
 
+from mediavec.settings import Settings
 from streams.admin import ensure_topics
-from streams.settings import Settings, TopicSettings
+from streams.settings import TopicSettings
 from tests.kafkautil import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from consumers.fetch.video import SegmentResult, sample_segment
-from mediavec.testmedia import CONTAINERS, transcode, vtest_avi
+from devstack.testmedia import CONTAINERS, transcode, vtest_avi
+from media.video import SegmentResult, sample_segment
 from tests.unit.video_media import CODECS, PIECE_S, PIECE_START_S, REPO_MEDIA
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumers.sink_qdrant.transform import collection_for, model_from_collection
 from mediavec.aliases import AliasBook, FileAliases, QdrantAliases
 from mediavec.replay import parse_time
-from mediavec.vectorstore.server import ServerStore
+from schemas.collections import collection_for, model_from_collection
+from stores.vectorstore.server import ServerStore
 
 
 def _exercise(book: AliasBook) -> None:

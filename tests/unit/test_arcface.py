@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mediavec.models.arcface import (
+from devstack.testmedia import face_api_photos
+from models.arcface import (
     ARCFACE_TEMPLATE,
     ArcFaceEmbedder,
     align,
@@ -27,8 +28,7 @@ from mediavec.models.arcface import (
     reference_points,
     similarity_transform,
 )
-from mediavec.models.faces import FaceEmbedder
-from mediavec.testmedia import face_api_photos
+from models.faces import FaceEmbedder
 
 DIM = 512
 MAX_SIDE = 800

@@ -11,7 +11,9 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from mediavec.cli_errors import CliError, explain, mask, secret_values, settings_error
-from streams.settings import KafkaSettings, PostgresSettings, QdrantSettings, Settings
+from mediavec.settings import Settings
+from stores.settings import PostgresSettings, QdrantSettings
+from streams.settings import KafkaSettings
 
 
 @pytest.mark.parametrize(

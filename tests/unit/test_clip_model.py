@@ -15,9 +15,9 @@ import skimage
 import torch
 from PIL import Image
 
-from mediavec.models import ClipEmbedder, WeightsNotFound, resolve_weights
-from mediavec.models.weights import find_in_model_dir
-from streams.settings import ModelSettings
+from models import ClipEmbedder, WeightsNotFound, resolve_weights
+from models.settings import ModelSettings
+from models.weights import find_in_model_dir
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 # Located without importing ultralytics: its import sets OMP_NUM_THREADS=1 for the whole process.
@@ -202,8 +202,8 @@ _CHILD = """
 import hashlib, sys
 import numpy as np
 from PIL import Image
-from mediavec.models import ClipEmbedder
-from streams.settings import ModelSettings
+from models import ClipEmbedder
+from models.settings import ModelSettings
 from pathlib import Path
 e = ClipEmbedder.load(ModelSettings(allow_random_weights=True), hub_cache_dir=Path(sys.argv[2]))
 d = hashlib.sha256()

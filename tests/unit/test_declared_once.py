@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from streams.settings import Settings
+from mediavec.settings import Settings
 from streams.topics import topics
 
 REPO = Path(__file__).resolve().parents[2]

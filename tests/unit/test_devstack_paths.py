@@ -6,8 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from mediavec.devstack.postgres import FALLBACK_ROOT, PostgresPaths, owner_can_reach
-from streams.settings import Settings
+from devstack.postgres import FALLBACK_ROOT, PostgresPaths, owner_can_reach
+from mediavec.settings import Settings
 
 
 def test_a_data_dir_the_server_user_cannot_enter_moves_the_cluster(tmp_path: Path) -> None:

@@ -13,10 +13,12 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 import schemas
+from consumers.embed.settings import EmbedSettings
 from consumers.embed.stage import EmbedStage
-from mediavec.models.bundle import EmbedModels
+from mediavec.settings import Settings
+from models.bundle import EmbedModels
+from models.settings import ConceptSettings, ModelSettings
 from schemas.models import Frame, VectorBatch
-from streams.settings import ConceptSettings, EmbedSettings, ModelSettings, Settings
 from streams.stage import Failure, OutputRecord
 from tests.unit.test_embed_stage import ULTRALYTICS_ASSETS, frame_record, jpeg_of, make_frame
 
@@ -48,7 +50,7 @@ def quiet_photo() -> bytes:
 
 @pytest.fixture(scope="module")
 def stage() -> Iterator[EmbedStage]:
-    stage = EmbedStage(SETTINGS, EmbedModels.load(SETTINGS))
+    stage = EmbedStage(SETTINGS, EmbedModels.load(SETTINGS, SETTINGS.embed.spaces))
     stage.start()
     yield stage
     stage.close()
@@ -181,7 +183,7 @@ def test_spaces_follow_the_setting(frames: dict[str, Frame], tmp_path: Path) -> 
         model=ModelSettings(allow_random_weights=True, store_dim=None),
         embed=EmbedSettings(spaces=("scene", "object")),
     )
-    models = EmbedModels.load(settings)
+    models = EmbedModels.load(settings, settings.embed.spaces, prompt_bank=settings.embed.prompt_bank)
     assert (models.concept, models.faces, models.ocr) == (None, None, None)
     stage = EmbedStage(settings, models)
     stage.start()

@@ -16,11 +16,13 @@ import skimage
 from PIL import Image
 
 import schemas
+from consumers.embed.settings import EmbedSettings
 from consumers.embed.stage import EmbedStage, decode_image, embed_frames_in_memory
-from mediavec.models import ClipEmbedder
-from mediavec.models.bundle import EmbedModels, stored
+from mediavec.settings import Settings
+from models import ClipEmbedder
+from models.bundle import EmbedModels, stored
+from models.settings import ModelSettings
 from schemas.models import Frame
-from streams.settings import EmbedSettings, ModelSettings, Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, Stage
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"

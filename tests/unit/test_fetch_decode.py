@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from consumers.fetch.decode import DecodedImage, DecodeError, decode_image
-from mediavec.mediaserver import write_pixel_bomb
-from mediavec.samples import find_sample_photos
-from streams.settings import FetchSettings
+from devstack.mediaserver import write_pixel_bomb
+from devstack.samples import find_sample_photos
+from media.decode import DecodedImage, DecodeError, decode_image
+from media.settings import FetchSettings
 
 PHOTOS = {path.name: path for path in find_sample_photos()[0]}
 DEFAULT = FetchSettings()

@@ -12,10 +12,10 @@ from urllib.parse import quote
 
 import pytest
 
-from consumers.fetch.download import Download, Downloader, FetchError, backoff_delay, redact_url
-from mediavec.mediaserver import Canary, MediaServer
-from mediavec.samples import find_sample_photos
-from streams.settings import FetchSettings
+from devstack.mediaserver import Canary, MediaServer
+from devstack.samples import find_sample_photos
+from media.download import Download, Downloader, FetchError, backoff_delay, redact_url
+from media.settings import FetchSettings
 
 PHOTOS = {path.name: path for path in find_sample_photos()[0]}
 BUS = PHOTOS["bus.jpg"]

@@ -8,7 +8,7 @@ import socket
 import pytest
 from yarl import URL
 
-from consumers.fetch.guard import AddressRefused, Allow, GuardedResolver, check_address, check_url
+from media.guard import AddressRefused, Allow, GuardedResolver, check_address, check_url
 
 NO_ALLOW = Allow.of()
 

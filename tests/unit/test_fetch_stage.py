@@ -13,11 +13,12 @@ import pytest
 from PIL import Image
 
 from consumers.fetch.stage import FetchStage
-from mediavec.mediaserver import Canary, MediaServer, write_pixel_bomb
-from mediavec.samples import find_sample_photos
+from devstack.mediaserver import Canary, MediaServer, write_pixel_bomb
+from devstack.samples import find_sample_photos
+from media.settings import FetchSettings
+from mediavec.settings import Settings
 from schemas.codec import decode_dead_letter, decode_frame, encode_request
 from schemas.models import DeadLetter, MediaRequest
-from streams.settings import FetchSettings, Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch
 
 PHOTOS = {path.name: path for path in find_sample_photos()[0]}

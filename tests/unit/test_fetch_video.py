@@ -17,13 +17,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from consumers.fetch.stage import FetchStage
-from consumers.fetch.video_sampling import count_targets, targets
-from mediavec.mediaserver import Canary, MediaServer
-from mediavec.samples import find_sample_photos
-from mediavec.testmedia import transcode, vtest_avi
+from devstack.mediaserver import Canary, MediaServer
+from devstack.samples import find_sample_photos
+from devstack.testmedia import transcode, vtest_avi
+from media.settings import FetchSettings
+from media.video_sampling import count_targets, targets
+from mediavec.settings import Settings
 from schemas.codec import decode_dead_letter, decode_frame, encode_request
 from schemas.models import Frame, MediaRequest
-from streams.settings import FetchSettings, Settings
 from streams.stage import Failure, InputRecord, OutputRecord, Result
 from tests.unit.test_fetch_stage import skipped
 from tests.unit.video_media import diff

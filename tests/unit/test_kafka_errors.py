@@ -6,8 +6,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from pydantic import SecretStr
 
+from mediavec.settings import Settings
 from streams.errors import Action, backoff_s, classify
-from streams.settings import KafkaSettings, Settings
+from streams.settings import KafkaSettings
 from streams.topics import topics
 
 
@@ -73,7 +74,9 @@ def test_topic_names_are_declared_once() -> None:
 
 
 def test_settings_survive_the_trip_through_worker_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams.settings import FetchSettings, ModelSettings, TopicSettings
+    from media.settings import FetchSettings
+    from models.settings import ModelSettings
+    from streams.settings import TopicSettings
 
     s = Settings(
         kafka=KafkaSettings(bootstrap_servers="127.0.0.1:5", sasl_password=SecretStr("pw")),

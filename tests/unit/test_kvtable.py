@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from consumers.fetch.dedup import table_file
+from mediavec.settings import Settings
 from streams.kvtable import LocalTable, remove_orphans
-from streams.settings import Settings
 
 
 @pytest.fixture(params=["memory", "disk"])

@@ -14,10 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from consumers.fetch.download import Downloader, FetchError
+from devstack.samples import find_sample_photos
 from loadtest.load.server import LoadMediaServer
-from mediavec.samples import find_sample_photos
-from streams.settings import FetchSettings
+from media.download import Downloader, FetchError
+from media.settings import FetchSettings
 
 BUS = next(p for p in find_sample_photos()[0] if p.name == "bus.jpg")
 FETCH = FetchSettings(allow_cidrs=("127.0.0.1/32",), retries=1, backoff_base_s=0.01, read_timeout_s=1.0)

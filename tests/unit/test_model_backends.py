@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from mediavec.models.detector import Detector
-from mediavec.models.faces import DESCRIPTOR_DIM, Face, FaceEmbedder
-from mediavec.models.geometry import Detection, grid_boxes, spatial_phrases
-from mediavec.models.ocr import OcrReader
-from mediavec.models.textmodel import DIM, TextModel, truncate
-from mediavec.testmedia import face_api_photos
+from devstack.testmedia import face_api_photos
+from models.detector import Detector
+from models.faces import DESCRIPTOR_DIM, Face, FaceEmbedder
+from models.geometry import Detection, grid_boxes, spatial_phrases
+from models.ocr import OcrReader
+from models.textmodel import DIM, TextModel, truncate
 
 # Located without importing ultralytics (its import changes OMP_NUM_THREADS and PIL.Image.open).
 _ULTRALYTICS = importlib.util.find_spec("ultralytics")

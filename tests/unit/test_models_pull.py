@@ -19,9 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mediavec.cli import main
-from mediavec.models import ClipEmbedder, WeightsNotFound, resolve_weights
-from mediavec.models.pull import PullError, select
-from streams.settings import ConceptSettings, ModelSettings, Settings
+from mediavec.settings import Settings
+from models import ClipEmbedder, WeightsNotFound, resolve_weights
+from models.pull import PullError, select
+from models.settings import ConceptSettings, ModelSettings
 from tests.hfhub import StandInHub, closed_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,8 +17,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mediavec.devstack import oidc
-from streams.settings import Settings
+from devstack import oidc
+from mediavec.settings import Settings
 
 
 def _settings(tmp_path: Path) -> Settings:

@@ -19,10 +19,11 @@ import pytest
 from aiohttp import web
 from qdrant_client.http.exceptions import UnexpectedResponse
 
+from devstack import tls
 from mediavec.appserver import AppServer
-from mediavec.devstack import tls
-from mediavec.vectorstore.server import remote_client
-from streams.settings import QdrantSettings, Settings
+from mediavec.settings import Settings
+from stores.settings import QdrantSettings
+from stores.vectorstore.server import remote_client
 
 
 class _Listener(AppServer):

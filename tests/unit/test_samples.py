@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from mediavec.samples import MIN_SAMPLES, sample_images
+from devstack.samples import MIN_SAMPLES, sample_images
 
 
 def test_sample_images_are_real_colour_photos(tmp_path: Path) -> None:

@@ -15,12 +15,13 @@ import pytest
 from PIL import Image
 
 from consumers.sink_qdrant.sink import QdrantSink
-from mediavec.models.faces import DESCRIPTOR_DIM, Face
-from mediavec.models.textmodel import truncate
+from devstack.testmedia import face_api_photos
 from mediavec.search import QueryModels, SearchError, layout, search
-from mediavec.testmedia import face_api_photos
+from mediavec.settings import Settings
+from models.faces import DESCRIPTOR_DIM, Face
+from models.settings import ConceptSettings, ModelSettings, TextSettings
+from models.textmodel import truncate
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
-from streams.settings import ConceptSettings, ModelSettings, Settings, TextSettings
 from streams.stage import InputRecord
 
 RANDOM = ModelSettings(allow_random_weights=True, device="cpu")

@@ -9,8 +9,9 @@ import pytest
 
 from consumers.sink_qdrant.sink import QdrantSink
 from mediavec.search import QueryModels, search
+from mediavec.settings import Settings
+from models.settings import ConceptSettings, ModelSettings
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
-from streams.settings import ConceptSettings, ModelSettings, Settings
 from streams.stage import InputRecord
 
 QUERY = "a red double-decker bus"

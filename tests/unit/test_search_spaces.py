@@ -19,16 +19,18 @@ from PIL import Image
 
 from consumers.sink_encrypted.sink import EncryptedSink
 from consumers.sink_qdrant.sink import QdrantSink
-from consumers.sink_qdrant.transform import collection_for
 from mediavec.aliases import FileAliases
-from mediavec.encindex import generate_key, write_key_file
-from mediavec.models.clip import ClipEmbedder
-from mediavec.models.textmodel import truncate
 from mediavec.search import QueryModels, SearchError, format_hits, layout, search
-from mediavec.vectorstore import Hit, UnknownCollectionError
+from mediavec.settings import Settings
+from models.clip import ClipEmbedder
+from models.settings import ConceptSettings, ModelSettings
+from models.textmodel import truncate
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
+from schemas.collections import collection_for
 from schemas.models import Space
-from streams.settings import ConceptSettings, EncIndexSettings, ModelSettings, Settings
+from stores.encindex import generate_key, write_key_file
+from stores.encindex.config import EncIndexSettings
+from stores.vectorstore import Hit, UnknownCollectionError
 from streams.stage import InputRecord
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from mediavec.devstack.credentials import DevCredentials
-from streams.settings import Settings
+from devstack.credentials import DevCredentials
+from mediavec.settings import Settings
 
 KNOWN_SECRETS = {
     "kafka.sasl_password",

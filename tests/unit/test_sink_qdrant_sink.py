@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from consumers.sink_qdrant.sink import QdrantSink
-from consumers.sink_qdrant.transform import collection_for
+from mediavec.settings import Settings
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
-from streams.settings import Settings
+from schemas.collections import collection_for
 from streams.stage import InputRecord
 
 MODEL = "open_clip/test/random"

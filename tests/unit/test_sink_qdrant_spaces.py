@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from consumers.sink_qdrant.sink import QdrantSink
-from consumers.sink_qdrant.transform import collection_for, model_from_collection
+from mediavec.settings import Settings
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
+from schemas.collections import collection_for, model_from_collection
 from schemas.models import Space
-from streams.settings import Settings
 from streams.stage import InputRecord
 
 VISION = "open_clip/ViT-B-32/openai"

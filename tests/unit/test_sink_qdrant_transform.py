@@ -5,15 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from consumers.sink_qdrant.transform import (
-    MixedDimensionError,
-    collection_for,
-    collection_name,
-    points_from_batches,
-)
-from mediavec.vectorstore.base import check_name
+from consumers.sink_qdrant.transform import MixedDimensionError, collection_name, points_from_batches
+from schemas.collections import collection_for
 from schemas.ids import point_id
 from schemas.models import Space, VectorBatch, VectorRow
+from stores.vectorstore.base import check_name
 
 CLIP = "open_clip/ViT-B-32/openai"
 

@@ -18,7 +18,11 @@ import numpy as np
 import pytest
 
 from consumers.sink_qdrant.transform import points_from_batches
-from mediavec.vectorstore import (
+from mediavec.settings import Settings
+from schemas.ids import point_id
+from schemas.models import VectorBatch, VectorRow
+from stores.settings import QdrantSettings
+from stores.vectorstore import (
     DimensionMismatchError,
     StoreLockedError,
     UnknownCollectionError,
@@ -26,11 +30,8 @@ from mediavec.vectorstore import (
     VectorStoreError,
     open_store,
 )
-from mediavec.vectorstore.edge import EdgeStore
-from mediavec.vectorstore.server import ServerStore
-from schemas.ids import point_id
-from schemas.models import VectorBatch, VectorRow
-from streams.settings import QdrantSettings, Settings
+from stores.vectorstore.edge import EdgeStore
+from stores.vectorstore.server import ServerStore
 
 DIM = 16
 FP16_TOL = 2e-3  # a unit vector's components rounded to fp16 (and normalised again)
@@ -138,8 +139,8 @@ _CRASHING_WRITER = """
     import os, sys, uuid
     from pathlib import Path
     import numpy as np
-    from mediavec.vectorstore.edge import EdgeStore
-    from mediavec.vectorstore.server import ServerStore
+    from stores.vectorstore.edge import EdgeStore
+    from stores.vectorstore.server import ServerStore
     opener = {"edge": EdgeStore, "local": ServerStore.local}[sys.argv[1]]
     store = opener(Path(sys.argv[2]))
     store.ensure_collection("c", 16)

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import qdrant_edge as qe
 
-from mediavec.vectorstore import (
+from stores.vectorstore import (
     SPACES,
     DimensionMismatchError,
     QdrantStore,
     UnknownCollectionError,
     VectorStoreError,
 )
-from mediavec.vectorstore.base import fit_query
-from mediavec.vectorstore.edge import EdgeStore
-from mediavec.vectorstore.server import ServerStore
+from stores.vectorstore.base import fit_query
+from stores.vectorstore.edge import EdgeStore
+from stores.vectorstore.server import ServerStore
 
 FP16_TOL = 2e-3
 BACKENDS: dict[str, Callable[[Path], QdrantStore]] = {"edge": EdgeStore, "local": ServerStore.local}

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from consumers.fetch.video import ModeChoice, SegmentResult, probe, sample_segment
-from consumers.fetch.video_sampling import choose_mode, segments, targets
-from mediavec.testmedia import encoder_for
+from devstack.testmedia import encoder_for
+from media.video import ModeChoice, SegmentResult, probe, sample_segment
+from media.video_sampling import choose_mode, segments, targets
 from tests.unit.video_media import CODECS, PIECE_S, PIECE_START_S, SAME_FRAME_MAX_DIFF, diff
 
 NATIVE_FRAME_S = 0.1

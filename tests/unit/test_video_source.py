@@ -17,13 +17,13 @@ from typing import TypeVar
 import pytest
 from aiohttp import web
 
-from consumers.fetch.download import Downloader, FetchError, RangePart
-from consumers.fetch.video_source import HttpRangeFile, file_url_path, open_local, read_local
-from mediavec.mediaserver import MediaServer, byte_range
+from devstack.mediaserver import MediaServer, byte_range
+from devstack.samples import find_sample_photos
+from media.download import Downloader, FetchError, RangePart
+from media.settings import FetchSettings
+from media.video_source import HttpRangeFile, file_url_path, open_local, read_local
 from mediavec.publish import media_id_for
 from mediavec.publish_video import Probed, expand_sources, local_dirs, parse_duration, segment_requests, uncovered
-from mediavec.samples import find_sample_photos
-from streams.settings import FetchSettings
 
 BUS = {path.name: path for path in find_sample_photos()[0]}["bus.jpg"]
 T = TypeVar("T")

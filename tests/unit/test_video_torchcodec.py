@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from consumers.fetch.video import SegmentResult, sample_segment
-from consumers.fetch.video_torchcodec import sample_segment_torchcodec
+from media.video import SegmentResult, sample_segment
+from media.video_torchcodec import sample_segment_torchcodec
 from tests.unit.video_media import CODECS, PIECE_S, SAME_FRAME_MAX_DIFF, diff
 
 

@@ -16,7 +16,7 @@ from consumers.fetch.stage import FetchStage
 from consumers.sink_encrypted.sink import EncryptedSink
 from consumers.sink_postgres.sink import PostgresSink
 from consumers.sink_qdrant.sink import QdrantSink
-from streams.settings import Settings
+from mediavec.settings import Settings
 
 REPO = Path(__file__).resolve().parents[3]
 

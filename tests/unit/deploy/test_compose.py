@@ -97,3 +97,7 @@ def test_compose_demo_script_compiles_and_its_imports_exist(compose: Doc) -> Non
         for alias in node.names:
             assert hasattr(module, alias.name), f"{node.module}.{alias.name}"
     assert "http://demo-media:8080/" in script
+    # devstack is not in the runtime image: the service mounts it from the checkout.
+    service = compose["services"]["demo-media"]
+    assert "./devstack:/opt/mediavec-dev/devstack:ro" in service["volumes"]
+    assert "PYTHONPATH=/opt/mediavec-dev" in service["entrypoint"]

@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from mediavec.encindex import IndexKeyError, parse_key
+from stores.encindex import IndexKeyError, parse_key
 from tests.unit.deploy.files import K8S, REPO, WORKLOADS, Doc, of_kind, pod, setting_env_names
 
 
@@ -86,4 +86,8 @@ def test_dockerfile_installs_the_project_as_a_non_root_user(k8s_docs: list[Doc])
         assert w["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == uid
     assert [arg for op, arg in instructions if op == "ENTRYPOINT"] == ['["mediavec"]']
     ignored = (REPO / ".dockerignore").read_text().split()
-    assert {".git", ".venv", ".venv-validate", "models", ".mediavec"} <= set(ignored)
+    assert {".git", ".venv", ".venv-validate", ".mediavec", "devstack", "loadtest", "tests", "**/*.pt"} <= set(ignored)
+    # Every runtime layer the wheel declares is copied into the build and none is ignored.
+    layers = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = {arg.split()[0].rstrip("/") for op, arg in instructions if op == "COPY" and not arg.startswith("--from")}
+    assert {layer.rstrip("*") for layer in layers} <= copied and not copied & set(ignored)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mediavec.encindex import IndexKey, generate_key
-from mediavec.encindex.store import EncryptedStore
+from stores.encindex import IndexKey, generate_key
+from stores.encindex.store import EncryptedStore
 from tests.unit.encindex.helpers import DIM, NAME, enc_settings
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mediavec.encindex import EncIndexSettings
+from stores.encindex import EncIndexSettings
 
 DIM = 32
 NAME = "c1__test-model__scene"

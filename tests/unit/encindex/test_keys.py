@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from consumers.sink_encrypted.sink import EncryptedSink
-from mediavec.encindex import IndexKey, IndexKeyError, generate_key, load_key, parse_key
-from mediavec.encindex.keys import write_key_file
-from streams.settings import Settings
+from mediavec.settings import Settings
+from stores.encindex import IndexKey, IndexKeyError, generate_key, load_key, parse_key
+from stores.encindex.keys import write_key_file
 
 
 def test_key_from_raw_file_hex_file_and_variable(tmp_path: Path, key: IndexKey) -> None:

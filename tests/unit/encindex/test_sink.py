@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from consumers.sink_encrypted.sink import EncryptedSink, collection_name
-from mediavec.encindex import EncIndexSettings, IndexKey, IndexKeyError, generate_key
-from mediavec.encindex.keys import write_key_file
-from mediavec.encindex.shards import EngineError, Shard, WrongKeyError, open_client
-from mediavec.encindex.store import EncryptedStore
+from mediavec.settings import Settings
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
-from streams.settings import Settings
+from stores.encindex import EncIndexSettings, IndexKey, IndexKeyError, generate_key
+from stores.encindex.keys import write_key_file
+from stores.encindex.shards import EngineError, Shard, WrongKeyError, open_client
+from stores.encindex.store import EncryptedStore
 from streams.stage import InputRecord
 from tests.unit.encindex.helpers import DIM, MODEL, unit_vectors
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mediavec.encindex import IndexKey, generate_key, merge_hits
-from mediavec.encindex.manifest import load_manifest
-from mediavec.encindex.offsets import SLOT, OffsetsFile
-from mediavec.encindex.rekey import rekey
-from mediavec.encindex.shards import Shard, WrongKeyError, open_client
-from mediavec.encindex.store import EncryptedStore
-from mediavec.vectorstore.base import Hit, StoreLockedError, VectorStoreError
+from stores.encindex import IndexKey, generate_key, merge_hits
+from stores.encindex.manifest import load_manifest
+from stores.encindex.offsets import SLOT, OffsetsFile
+from stores.encindex.rekey import rekey
+from stores.encindex.shards import Shard, WrongKeyError, open_client
+from stores.encindex.store import EncryptedStore
+from stores.vectorstore.base import Hit, StoreLockedError, VectorStoreError
 from tests.unit.encindex.helpers import DIM, NAME, enc_settings, payloads, point_ids, unit_vectors
 
 # -- shards, search, replays ---------------------------------------------------------------------

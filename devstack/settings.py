@@ -1,0 +1,30 @@
+"""Settings of the local dev stack, and the settings class the dev tooling reads."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from pydantic import BaseModel
+
+from mediavec.settings import Settings
+from streams.settings import SECTION
+
+
+class DevStackSettings(BaseModel):
+    model_config = SECTION
+    kafka_port: int = 19092
+    controller_port: int = 19093
+    postgres_port: int = 15432
+    kafka_heap: str = "768m"
+
+
+class DevSettings(Settings):
+    """Every mediavec setting plus the dev stack's ports (``MEDIAVEC_DEVSTACK__*``)."""
+
+    devstack: DevStackSettings = DevStackSettings()
+
+
+@cache
+def load_dev_settings() -> DevSettings:
+    """The process's settings, dev stack included, read from the environment once."""
+    return DevSettings()

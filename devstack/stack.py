@@ -1,0 +1,184 @@
+"""The local dev stack as one thing: bring it up, report on it, take it down.
+
+``up`` is idempotent (a running stack is only reported on, except that a broker started from an
+older ``server.properties`` is restarted with the current one) and the services it starts outlive
+the Python process that started them; ``down`` stops them through their PID files. Every call
+holds ``<data_dir>/devstack.lock`` so two processes working on one stack take turns.
+
+Besides the open PLAINTEXT listener the broker has SASL_PLAINTEXT and SASL_SSL ones (PLAIN,
+SCRAM-SHA-512; TLS with a certificate from the stack's own CA, where OAUTHBEARER with the stack's
+OIDC issuer works too) and PostgreSQL a password-checked role; :mod:`devstack.credentials`,
+:mod:`devstack.tls` and :mod:`devstack.oidc` give clients settings for them. No
+credential is ever part of a :class:`StackInfo` or of what it prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from devstack import credentials, kafka, postgres, tls
+from devstack.procs import file_lock
+from devstack.settings import DevSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    pid: int | None
+    port: int
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where the stack's services are and whether they run."""
+
+    data_dir: Path
+    bootstrap_servers: str
+    postgres_dsn: str
+    kafka: ServiceStatus
+    postgres: ServiceStatus
+    sasl_bootstrap_servers: str = ""  # SASL_PLAINTEXT listener: PLAIN and SCRAM-SHA-512
+    credentials_file: Path | None = None  # where the generated passwords are (0600); never their content
+    tls_bootstrap_servers: str = ""  # SASL_SSL listener, a certificate from the stack's own CA
+    tls_ca_file: Path | None = None  # what TLS clients trust (MEDIAVEC_KAFKA__SSL_CA_LOCATION)
+
+    @property
+    def running(self) -> bool:
+        return self.kafka.running and self.postgres.running
+
+    @property
+    def kafka_log(self) -> Path:
+        return self.kafka.log_path
+
+    @property
+    def postgres_log(self) -> Path:
+        return self.postgres.log_path
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["running"] = self.running
+        return out
+
+    def describe(self) -> str:
+        """A few lines for people: what runs where, and where its logs are."""
+        lines = [f"dev stack in {self.data_dir}: {'running' if self.running else 'not running'}"]
+        for svc, address in ((self.kafka, self.bootstrap_servers), (self.postgres, self.postgres_dsn)):
+            state = f"running, pid {svc.pid}" if svc.running else "stopped"
+            lines.append(f"  {svc.name:<10} {state:<20} {address}")
+            lines.append(f"  {'':<10} log: {svc.log_path}")
+        if self.sasl_bootstrap_servers:
+            mechanisms = ", ".join(kafka.SASL_MECHANISMS)
+            lines.append(f"  {'kafka sasl':<10} {'SASL_PLAINTEXT':<20} {self.sasl_bootstrap_servers} ({mechanisms})")
+        if self.tls_bootstrap_servers:
+            lines.append(f"  {'kafka tls':<10} {'SASL_SSL':<20} {self.tls_bootstrap_servers} (CA: {self.tls_ca_file})")
+            mechanisms = ", ".join(kafka.TLS_MECHANISMS)
+            lines.append(f"  {'':<10} {mechanisms}; OIDC tokens: python -m devstack.oidc")
+        if self.credentials_file is not None:
+            lines.append(f"  {'':<10} users {credentials.KAFKA_USER!r} (Kafka), {postgres.APP_ROLE!r} (PostgreSQL)")
+            lines.append(f"  {'':<10} passwords in {self.credentials_file}")
+        return "\n".join(lines)
+
+
+def status(settings: DevSettings) -> StackInfo:
+    """Report on the stack without changing it."""
+    kafka_pid = kafka.pid(settings)
+    pg_pid = postgres.pid(settings)
+    dev = settings.devstack
+    return StackInfo(
+        data_dir=settings.data_dir.resolve(),
+        bootstrap_servers=kafka.bootstrap_servers(settings),
+        postgres_dsn=postgres.dsn(settings),
+        kafka=ServiceStatus(
+            "kafka", kafka_pid is not None, kafka_pid, dev.kafka_port, kafka.KafkaPaths.of(settings).server_log
+        ),
+        postgres=ServiceStatus(
+            "postgres", pg_pid is not None, pg_pid, dev.postgres_port, postgres.PostgresPaths.of(settings).log_file
+        ),
+        sasl_bootstrap_servers=credentials.sasl_bootstrap_servers(settings),
+        credentials_file=credentials.path(settings),
+        tls_bootstrap_servers=tls.bootstrap_servers(settings),
+        tls_ca_file=tls.TlsFiles.of(settings).ca_cert,
+    )
+
+
+def _lock(settings: DevSettings) -> AbstractContextManager[None]:
+    return file_lock(settings.data_dir.resolve() / "devstack.lock")
+
+
+def up(settings: DevSettings, timeout_s: float = 180.0) -> StackInfo:
+    """Start whatever is not running and wait until both services answer."""
+    with _lock(settings):
+        _restart_stale_kafka(settings, timeout_s)
+        kafka.start(settings)  # the JVM boots in the background while PostgreSQL starts
+        postgres.start(settings, timeout_s)
+        postgres.wait_ready(settings, timeout_s)
+        kafka.wait_ready(settings, timeout_s)
+        return status(settings)
+
+
+def _restart_stale_kafka(settings: DevSettings, timeout_s: float) -> None:
+    """Stop a running broker whose configuration is not the current one, so ``start`` renews it.
+
+    This happens once after an upgrade (a broker without the SASL listener, say); clients
+    reconnect as they do after any broker restart.
+    """
+    if kafka.pid(settings) is not None and not kafka.config_current(settings):
+        logger.warning("Kafka runs with an outdated server.properties; restarting it with the current one")
+        kafka.stop(settings, timeout_s)
+
+
+def down(settings: DevSettings, timeout_s: float = 60.0) -> StackInfo:
+    """Stop both services (data is kept); a stopped stack is left as it is."""
+    with _lock(settings):
+        kafka.stop(settings, timeout_s)
+        postgres.stop(settings, timeout_s)
+        return status(settings)
+
+
+def purge(settings: DevSettings, timeout_s: float = 60.0) -> list[Path]:
+    """Stop both services and delete their data and logs; returns what was deleted.
+
+    The broker's jars stay (the next ``up`` formats fresh storage and initialises a new cluster
+    without resolving them again), and so does the credentials file. A test session's stack and
+    ``mediavec dev down --purge`` end here, so repeated runs do not fill the disk.
+    """
+    with _lock(settings):
+        kafka.stop(settings, timeout_s)
+        postgres.stop(settings, timeout_s)
+        k = kafka.KafkaPaths.of(settings)
+        gone = [path for path in (k.data, k.logs, k.config, postgres.PostgresPaths.of(settings).root) if path.exists()]
+        for path in gone:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        return gone
+
+
+def stop_kafka(settings: DevSettings, kill: bool = False, timeout_s: float = 60.0) -> None:
+    """Stop only the broker; ``kill=True`` SIGKILLs it, as a crash would."""
+    with _lock(settings):
+        kafka.stop(settings, timeout_s, kill=kill)
+
+
+def start_kafka(settings: DevSettings, timeout_s: float = 180.0) -> StackInfo:
+    """Start only the broker (after :func:`stop_kafka`) and wait until it answers."""
+    with _lock(settings):
+        kafka.start(settings)
+        kafka.wait_ready(settings, timeout_s)
+        return status(settings)
+
+
+def restart_kafka(settings: DevSettings, kill: bool = False, timeout_s: float = 180.0) -> StackInfo:
+    """Stop and start the broker, keeping its data, and wait until it answers again."""
+    stop_kafka(settings, kill=kill)
+    return start_kafka(settings, timeout_s)

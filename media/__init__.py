@@ -1,0 +1,1 @@
+"""Media I/O: guarded downloads, image decoding, video containers, sampling and decoding."""

@@ -1,0 +1,61 @@
+"""Settings of the media layer: downloads under the address guard, image and video decoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from streams.settings import SECTION, StreamSettings
+
+
+class FetchSettings(BaseModel):
+    model_config = SECTION
+    concurrency: int = 64
+    per_host_concurrency: int = 8
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 20.0
+    total_deadline_s: float = 60.0
+    max_bytes: int = 50 * 1024 * 1024
+    max_redirects: int = 5
+    retries: int = 3
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 5.0
+    max_pixels: int = 64_000_000
+    max_side: int = 1024
+    jpeg_quality: int = 90
+    decode_workers: int = 2
+    in_flight: int = Field(0, description="Requests downloading or waiting to commit at once; 0 means 4 x concurrency.")
+    commit_interval_s: float = Field(0.25, description="Longest a finished request waits for its transaction.")
+    allow_hosts: tuple[str, ...] = Field((), description="Hostnames exempt from the address guard.")
+    allow_cidrs: tuple[str, ...] = Field((), description="Networks exempt from the address guard.")
+    user_agent: str = "mediavec/0.1 (+https://mediavec.dev)"
+    allow_paths: tuple[str, ...] = Field(
+        (), description="Local directories a request may read through a file:// URL (nothing else is readable)."
+    )
+    default_sample_fps: float = Field(1.0, description="Video sampling rate when a request names none.")
+    max_video_frames: int = Field(600, description="Most frames one video segment may yield; more is refused.")
+    video_decode_mode: Literal["auto", "seek", "sequential"] = Field(
+        "auto", description="Seek per sample or decode one pass; auto picks by keyframe spacing."
+    )
+    range_block_bytes: int = Field(1024 * 1024, description="Bytes per HTTP range request when reading a video.")
+    video_decoder: Literal["pyav", "torchcodec"] = Field(
+        "pyav", description="pyav (CPU, FFmpeg bundled) or torchcodec (system FFmpeg; NVDEC on a CUDA device)."
+    )
+    video_decode_device: str = Field("cpu", description="torchcodec decode device: cpu, cuda or cuda:N (NVDEC).")
+    seen_table: Literal["disk", "memory"] = Field(
+        "disk",
+        description="Where a worker keeps the dedup table: an SQLite file (flat memory) or a dict (~190 B per key).",
+    )
+    seen_table_dir: Path | None = Field(None, description="Folder of the on-disk dedup table (default DATA_DIR/fetch).")
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.in_flight or 4 * self.concurrency
+
+
+class MediaSettings(StreamSettings):
+    """The settings the media layer reads (``MEDIAVEC_FETCH__*``)."""
+
+    fetch: FetchSettings = FetchSettings()

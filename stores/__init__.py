@@ -1,0 +1,1 @@
+"""The stores the sinks write and search reads: Qdrant, the encrypted index, PostgreSQL metadata."""

@@ -1,0 +1,47 @@
+"""The encrypted vector index: cyborgdb-core's encrypted DiskIVF indexes, sharded, embedded.
+
+- :mod:`stores.encindex.keys`: the 32-byte index key (file or variable; never logged).
+- :mod:`stores.encindex.store`: :class:`EncryptedStore`, the :class:`~stores.vectorstore.VectorStore`
+  the encrypted sink writes and searches read; :func:`merge_hits` ranks its hits with Qdrant's.
+- :mod:`stores.encindex.shards`: one engine index per shard, and the background trainer.
+- :mod:`stores.encindex.rekey`: key rotation by rebuilding under the new key.
+
+See docs/encrypted-index.md for key handling and rotation. The engine (a 43 MB extension) is
+imported when a store is opened, not when this package is.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stores.encindex.config import EncIndexSettings, encindex_settings, store_path
+from stores.encindex.hits import merge_hits
+from stores.encindex.keys import IndexKey, IndexKeyError, generate_key, load_key, parse_key, write_key_file
+from stores.vectorstore.base import Hit
+
+if TYPE_CHECKING:
+    from stores.encindex.store import EncryptedStore
+    from stores.settings import StoresSettings
+
+__all__ = [
+    "EncIndexSettings",
+    "Hit",
+    "IndexKey",
+    "IndexKeyError",
+    "encindex_settings",
+    "generate_key",
+    "load_key",
+    "merge_hits",
+    "open_encrypted_store",
+    "parse_key",
+    "write_key_file",
+]
+
+
+def open_encrypted_store(settings: StoresSettings, enc: EncIndexSettings | None = None) -> EncryptedStore:
+    """The encrypted store the settings name, with its key loaded from the configured source."""
+    from stores.encindex.store import EncryptedStore
+
+    enc = enc or encindex_settings(settings)
+    key = load_key(enc.key_file, enc.key_env)
+    return EncryptedStore(store_path(settings, enc), key, enc)

@@ -1,0 +1,68 @@
+"""Settings of the stores: Qdrant, PostgreSQL metadata and the encrypted index, and the class the store layer reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+from streams.settings import SECTION, StreamSettings
+
+FREE_TIER_CAP = 1_000_000  # cyborgdb-core without an API key: items per index, enforced locally
+UPSERT_CHUNK = 4096  # items per engine upsert; the engine counts a whole call against the cap
+MIN_TRAIN_VECTORS = 10_000  # cyborgdb-core 0.18 silently skips train() below this many vectors
+
+
+class QdrantSettings(BaseModel):
+    model_config = SECTION
+    url: str | None = Field(None, description="Qdrant server URL; unset means the embedded store.")
+    api_key: SecretStr | None = None
+    ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) that signs an https server's certificate; default the system's."
+    )
+    timeout_s: int = Field(30, description="Per-request timeout against a server.")
+    path: Path | None = Field(None, description="Embedded store directory (default DATA_DIR/qdrant).")
+    backend: Literal["edge", "local"] = Field("edge", description="Embedded backend when url is unset.")
+
+
+class PostgresSettings(BaseModel):
+    model_config = SECTION
+    dsn: SecretStr | None = Field(None, description="libpq DSN; unset means the local dev stack.")
+
+
+class EncIndexSettings(BaseModel):
+    """The encrypted index (CyborgDB)."""
+
+    model_config = SECTION
+    path: Path | None = Field(None, description="Store directory (default DATA_DIR/encindex).")
+    key_file: Path | None = Field(None, description="File holding the 32-byte index key (raw or 64 hex chars).")
+    key_env: str | None = Field(None, description="Name of the environment variable holding the key as hex.")
+    shard_capacity: int = Field(900_000, description="Items per shard; a new shard opens before one passes it.")
+    train_min: int = Field(MIN_TRAIN_VECTORS, description="Vectors a shard holds before its first training.")
+    retrain_growth: float = Field(2.0, description="Retrain when a shard grew this many times since training.")
+    cpu_threads: int = Field(0, description="Engine threads (0 = all cores).")
+
+    @model_validator(mode="after")
+    def _check(self) -> EncIndexSettings:
+        limit = FREE_TIER_CAP - UPSERT_CHUNK
+        if not 1 <= self.shard_capacity <= limit:
+            # The engine refuses any upsert, overwrites included, once count + batch > cap.
+            raise ValueError(f"shard_capacity must be between 1 and {limit}, got {self.shard_capacity}")
+        if self.train_min < MIN_TRAIN_VECTORS:
+            raise ValueError(f"train_min must be at least {MIN_TRAIN_VECTORS} (the engine trains nothing below)")
+        if self.retrain_growth <= 1.0:
+            raise ValueError(f"retrain_growth must be above 1, got {self.retrain_growth}")
+        if self.cpu_threads < 0:
+            raise ValueError("cpu_threads must be 0 (all cores) or more")
+        return self
+
+
+class StoresSettings(StreamSettings):
+    qdrant: QdrantSettings = QdrantSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    encindex: EncIndexSettings = EncIndexSettings()
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.qdrant.path or self.data_dir / "qdrant"
