@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from consumers.registry import EMBED, FETCH, SINK_QDRANT
 from devstack import stack
 from devstack.mediaserver import MediaServer
 from devstack.samples import sample_images
@@ -27,7 +28,7 @@ from stores.vectorstore import open_store
 from streams.admin import ensure_topics
 
 logger = logging.getLogger(__name__)
-STAGES = ("fetch", "embed", "sink-qdrant")
+STAGES = (FETCH.name, EMBED.name, SINK_QDRANT.name)  # no PostgreSQL or index key in the demo
 COLLECTION = "demo"
 
 

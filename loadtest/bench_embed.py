@@ -25,6 +25,7 @@ from PIL import Image
 
 from consumers.embed.settings import EmbedSettings
 from consumers.embed.stage import EmbedStage, embed_frames_in_memory
+from consumers.registry import EMBED
 from devstack.samples import sample_images
 from loadtest.report import machine, write_section
 from media.decode import decode_image
@@ -109,7 +110,7 @@ def bench_kafka(settings: Settings, embedder: ClipEmbedder, frames: list[Frame])
 
     from streams.kafka import consumer, group_id
 
-    watcher = consumer(settings, group_id(settings, "embed"))
+    watcher = consumer(settings, group_id(settings, EMBED.name))
     parts = [TopicPartition(t.frames.name, i) for i in range(settings.topics.frames_partitions)]
     ends = {tp.partition: watcher.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
     while True:  # done when the group's committed offsets reach the end of every partition

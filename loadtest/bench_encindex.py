@@ -29,7 +29,7 @@ from consumers.sink_qdrant.sink import QdrantSink
 from loadtest.report import machine, write_section
 from mediavec.settings import Settings
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
-from schemas.models import Space
+from schemas.spaces import SpaceName
 from stores.encindex import EncIndexSettings, generate_key, write_key_file
 from stores.encindex.config import FREE_TIER_CAP
 from stores.encindex.shards import Shard, open_client
@@ -37,7 +37,7 @@ from stores.encindex.store import EncryptedStore
 from streams.stage import InputRecord
 
 MODEL = "open_clip/bench/random"
-ROWS: tuple[Space, ...] = ("scene", "object", "object", "object")
+ROWS: tuple[SpaceName, ...] = ("scene", "object", "object", "object")
 
 
 def _records(n: int, dim: int, seed: int = 0) -> list[InputRecord]:

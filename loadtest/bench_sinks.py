@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from consumers.embed.stage import embed_frames_in_memory
+from consumers.registry import SINK_ENCRYPTED, SINK_POSTGRES, SINK_QDRANT
 from consumers.sink_encrypted.sink import EncryptedSink
 from consumers.sink_postgres.sink import PostgresSink
 from consumers.sink_qdrant.sink import QdrantSink
@@ -72,9 +73,9 @@ def main() -> None:
         key = Path(tmp) / "index.key"
         write_key_file(key, generate_key())
         s = pg.model_copy(update={"data_dir": Path(tmp), "encindex": pg.encindex.model_copy(update={"key_file": key})})
-        rates["sink-qdrant (edge, embedded)"] = absorb_rate(QdrantSink(s), polls)
-        rates["sink-postgres"] = absorb_rate(PostgresSink(s), polls)
-        rates["sink-encrypted"] = absorb_rate(EncryptedSink(s), polls)
+        rates[f"{SINK_QDRANT.name} (edge, embedded)"] = absorb_rate(QdrantSink(s), polls)
+        rates[SINK_POSTGRES.name] = absorb_rate(PostgresSink(s), polls)
+        rates[SINK_ENCRYPTED.name] = absorb_rate(EncryptedSink(s), polls)
     embed, model = embed_rate(base, args.frames)
     rows = "".join(f"| {name} | {rate:,.0f} | {rate / embed:,.0f}x |\n" for name, rate in rates.items())
     body = (

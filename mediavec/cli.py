@@ -9,11 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from mediavec.cli_errors import EXIT_USAGE, CliError, check_settings, report, require_broker
+from consumers.registry import STAGE_NAMES, describe_stages
+from consumers.registry import stage as stage_spec
+from mediavec.cli_errors import EXIT_USAGE, CliError, report, require_broker
 from mediavec.cli_models import add_models
 from mediavec.cli_plugins import needs_broker, plugins
 from mediavec.cli_publish import add_publish
 from mediavec.settings import Settings, load_settings
+from schemas.spaces import ALL_SPACES
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +27,6 @@ def _topics(_args: argparse.Namespace) -> int:
     created = ensure_topics(load_settings())
     print("created: " + (", ".join(created) if created else "nothing, all topics exist"))
     return 0
-
-
-_STAGE_INPUT = {"fetch": "requests", "embed": "frames"}  # the sinks read the vectors topic
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -52,7 +52,7 @@ def _check_partitions(stage: str, workers: int) -> None:
     from streams.topics import topics
 
     settings = load_settings()
-    topic = getattr(topics(settings), _STAGE_INPUT.get(stage, "vectors")).name
+    topic = topics(settings).by_name(stage_spec(stage).input).name
     try:
         partitions = partition_count(settings, topic)
     except Exception as exc:  # the broker may not be up yet: the workers will wait for it
@@ -252,8 +252,13 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("topics", help="create the declared topics (idempotent)")
     t.set_defaults(func=_topics)
 
-    r = sub.add_parser("run", help="run one stage's consumer group worker")
-    r.add_argument("stage", choices=["fetch", "embed", "sink-qdrant", "sink-postgres", "sink-encrypted"])
+    r = sub.add_parser(
+        "run",
+        help="run one stage's consumer group worker",
+        epilog="stages:\n" + describe_stages(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("stage", choices=STAGE_NAMES)
     r.add_argument("--instance", help="stable worker id (transactional id suffix); default: host name")
     r.add_argument("--workers", type=int, default=1, help="start and supervise N worker processes")
     r.add_argument(
@@ -283,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--space",
-        choices=["scene", "object", "grid", "text", "face", "all"],
+        choices=[*ALL_SPACES, "all"],
         default="scene",
         help="vector space to search; all: every space that fits the query, merged by score",
     )
@@ -361,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         _configure_logging(settings, args.verbose)
-        check_settings(settings)
         if args.command in _NEEDS_BROKER | needs_broker():
             require_broker(settings)
         return int(args.func(args))

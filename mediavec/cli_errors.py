@@ -265,6 +265,9 @@ def settings_error(exc: Exception) -> str:
         for err in exc.errors():
             dotted = ".".join(str(part) for part in err["loc"])
             reason = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] == "value_error" and len(err["loc"]) == 1:  # a section's own check, across fields
+                problems.append(f"{_env_name(err['loc'])}: {reason.removeprefix('Value error, ')}")
+                continue
             problems.append(f"{_env_name(err['loc'])} ({dotted}): {reason}")
         return one_line("; ".join(problems))
     field = re.search(r'field "(\w+)"', str(exc))
@@ -323,18 +326,6 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
     return text
-
-
-def check_settings(settings: Settings) -> None:
-    """Settings checked only where they are read fail here as settings do: the encrypted index's."""
-    if not (settings.encindex.key_file or settings.encindex.key_env):
-        return  # not configured, not used
-    from stores.encindex.config import encindex_settings
-
-    try:
-        encindex_settings(settings)
-    except ValueError as exc:
-        raise CliError("invalid settings", f"MEDIAVEC_ENCINDEX__*: {exc}", status=EXIT_USAGE) from None
 
 
 # -- the broker ---------------------------------------------------------------------------------

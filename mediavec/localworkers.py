@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from consumers import registry
 from mediavec.progress import RunTracker
 from mediavec.settings import Settings
 
@@ -26,8 +27,9 @@ class LocalWorkers:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, stages: Iterable[str]) -> LocalWorkers:
+        names = [registry.stage(s).name for s in stages]  # an unknown stage fails here, before any start
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for stage in stages:
+        for stage in names:
             log = (self.log_dir / f"{stage}.log").open("ab")
             cmd = [sys.executable, "-m", "mediavec.cli", "run", stage, "--instance", self.instance]
             self.procs[stage] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)

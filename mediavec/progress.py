@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from consumers.registry import SINK_QDRANT
 from mediavec.settings import Settings
 from schemas import SchemaError, decode_dead_letter, decode_frame, decode_request, decode_vector_batch
 from streams.kafka import consumer, group_id, read_to_end
@@ -62,7 +63,7 @@ class RunTracker:
         settings: Settings,
         run_id: str,
         total: int,
-        sink: str = "sink-qdrant",
+        sink: str = SINK_QDRANT.name,
         sink_group: str | None = None,
         *,
         from_beginning: bool = False,

@@ -21,6 +21,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from tqdm import tqdm
 
+from consumers.registry import EMBED, FETCH, SINK_QDRANT
 from mediavec.localworkers import LocalWorkers, follow
 from mediavec.progress import RunTracker
 from mediavec.settings import Settings
@@ -168,9 +169,9 @@ def run_replay(
     if total == 0:
         _drop_topics(replay)
         return run_id
-    tracker = RunTracker(replay, run_id, total, sink_group=group_id(settings, "sink-qdrant"))
+    tracker = RunTracker(replay, run_id, total, sink_group=group_id(settings, SINK_QDRANT.name))
     workers = LocalWorkers(replay, log_dir / run_id, instance=run_id)
-    workers.start(["fetch", "embed"])
+    workers.start([FETCH.name, EMBED.name])
     try:
         follow(tracker, workers, unit="req")
     finally:

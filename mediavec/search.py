@@ -38,8 +38,9 @@ import numpy as np
 from mediavec.query_models import Query, QueryModels, Role, SearchError, Target, model_settings
 from mediavec.settings import Settings
 from schemas.collections import collection_for, model_from_collection
+from schemas.spaces import ALL_SPACES, SpaceName
 from stores.encindex.hits import merge_hits
-from stores.vectorstore import SPACES, Hit, QdrantStore, UnknownCollectionError, VectorStore, open_store
+from stores.vectorstore import Hit, QdrantStore, UnknownCollectionError, VectorStore, open_store
 
 if TYPE_CHECKING:
     from models.clip import ClipEmbedder
@@ -65,8 +66,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SpaceChoice = Literal["scene", "object", "grid", "text", "face", "all"]
-SPACE_CHOICES: tuple[str, ...] = (*SPACES, "all")
+SpaceChoice = SpaceName | Literal["all"]
+SPACE_CHOICES: tuple[SpaceChoice, ...] = (*ALL_SPACES, "all")
 
 
 def role_of(settings: Settings, space: str) -> Role:
@@ -118,7 +119,7 @@ def plan(settings: Settings, collection: str, space: str, query: Query, models: 
         raise SearchError(f"unknown space {space!r}: one of {', '.join(SPACE_CHOICES)}")
     base, vision_collection, vision_model = resolve_base(settings, collection)
     targets = []
-    for s in SPACES if space == "all" else (space,):
+    for s in ALL_SPACES if space == "all" else (space,):
         role = role_of(settings, s)
         why_not = fits(role, query)
         if why_not is not None:

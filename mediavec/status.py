@@ -13,17 +13,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from consumers.registry import STAGES
 from mediavec.settings import Settings
 from streams.kafka import consumer, group_id
 from streams.topics import topics
-
-STAGE_INPUTS = {
-    "fetch": "requests",
-    "embed": "frames",
-    "sink-qdrant": "vectors",
-    "sink-postgres": "vectors",
-    "sink-encrypted": "vectors",
-}
 
 
 @dataclass(frozen=True)
@@ -43,9 +36,9 @@ class GroupState:
 def look(settings: Settings) -> list[GroupState]:
     t = topics(settings)
     out = []
-    for stage, key in STAGE_INPUTS.items():
-        topic = t.by_name(key).name
-        group = group_id(settings, stage)
+    for spec in STAGES:  # every stage of the registry, in pipeline order
+        topic = t.by_name(spec.input).name
+        group = group_id(settings, spec.name)
         c: Consumer = consumer(settings, group)
         try:
             meta = c.list_topics(topic, timeout=10).topics.get(topic)
@@ -62,7 +55,7 @@ def look(settings: Settings) -> list[GroupState]:
             end, committed = 0, 0
         finally:
             c.close()
-        out.append(GroupState(stage, group, topic, end, committed, time.monotonic()))
+        out.append(GroupState(spec.name, group, topic, end, committed, time.monotonic()))
     return out
 
 

@@ -20,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from consumers import registry
+
 logger = logging.getLogger(__name__)
 
 
@@ -130,7 +132,11 @@ def supervise(
     stagger_s: float = 2.0,
     env: dict[str, str] | None = None,
 ) -> int:
-    """Run the planned workers with stable instance ids ``<base>-<i>``; SIGTERM stops them all."""
+    """Run the planned workers with stable instance ids ``<base>-<i>``; SIGTERM stops them all.
+
+    An unknown stage is a ValueError here, not workers that die and are restarted forever.
+    """
+    registry.stage(stage)
     plan = plain_workers(specs) if isinstance(specs, int) else specs
     workers = _Workers(stage, instance or socket.gethostname(), env or dict(os.environ))
     stopping = False

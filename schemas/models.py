@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-Space = Literal["scene", "object", "grid", "text", "face"]
-SPACES: tuple[Space, ...] = ("scene", "object", "grid", "text", "face")
+from schemas.spaces import SpaceName
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ class VectorRow:
     """Per-vector metadata inside a :class:`VectorBatch`."""
 
     point_id: str
-    space: Space
+    space: SpaceName
     media_id: str
     frame_index: int
     timestamp_s: float

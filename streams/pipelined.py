@@ -41,6 +41,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from streams import metrics
 from streams.errors import FatalKafkaError, backoff_s, is_fatal
 from streams.logctx import event
+from streams.offsets import next_offsets, topic_partitions
 from streams.runner import ISOLATED_TRIES, MAX_STAGE_RETRIES, TransactionalLoop, to_input
 from streams.settings import StreamSettings
 from streams.stage import Failure, InputRecord, PipelinedStage, Result, RetryBatch, fault_failure
@@ -213,7 +214,7 @@ class PipelinedRunner(TransactionalLoop):
         results = self._finish(front)
         outputs = self._outputs(records, results)
         metrics.BATCH_SIZE.labels(self.stage.name).observe(len(records))
-        ok = self._commit(outputs, _next_offsets(records))
+        ok = self._commit(outputs, topic_partitions(next_offsets(records)))
         self._tell_stage(ok)
         self._last_commit = time.monotonic()
         if not ok:
@@ -335,10 +336,3 @@ def _raised(future: concurrent.futures.Future[Any]) -> bool:
 
 def _at(record: InputRecord) -> tuple[str, int, int]:
     return record.topic, record.partition, record.offset
-
-
-def _next_offsets(records: list[InputRecord]) -> list[TopicPartition]:
-    nxt: dict[TP, int] = {}
-    for r in records:
-        nxt[(r.topic, r.partition)] = max(nxt.get((r.topic, r.partition), 0), r.offset + 1)
-    return [TopicPartition(t, p, o) for (t, p), o in nxt.items()]

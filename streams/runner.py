@@ -32,6 +32,7 @@ from streams.errors import Action, FatalKafkaError, backoff_s, classify
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, transactional_producer
 from streams.logctx import event
+from streams.offsets import next_offsets, topic_partitions
 from streams.settings import StreamSettings
 from streams.stage import (
     Failure,
@@ -291,7 +292,7 @@ class TransactionalRunner(TransactionalLoop):
             self._rewind(batch)
             return
         outputs = self._outputs(records, results)
-        ok = self._commit(outputs, _next_offsets(batch))
+        ok = self._commit(outputs, topic_partitions(next_offsets(records)))
         self._tell_stage(ok)
         if ok:
             self.committed_batches += 1
@@ -356,14 +357,6 @@ class TransactionalRunner(TransactionalLoop):
             first[key] = min(first.get(key, m.offset() or 0), m.offset() or 0)
         self._seek(first)
         self._batcher.clear()
-
-
-def _next_offsets(batch: list[Message]) -> list[TopicPartition]:
-    nxt: dict[tuple[str, int], int] = {}
-    for m in batch:
-        key = (m.topic() or "", m.partition() or 0)
-        nxt[key] = max(nxt.get(key, 0), (m.offset() or 0) + 1)
-    return [TopicPartition(t, p, o) for (t, p), o in nxt.items()]
 
 
 def default_instance() -> str:

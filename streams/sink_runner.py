@@ -26,6 +26,7 @@ from streams.errors import FatalKafkaError, backoff_s
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, producer
 from streams.logctx import event
+from streams.offsets import Offsets, next_offsets
 from streams.runner import ISOLATED_TRIES, InstanceLock, default_instance, to_input
 from streams.settings import StreamSettings
 from streams.stage import Failure, InputRecord, TopicKey, fault_failure
@@ -33,7 +34,6 @@ from streams.topics import topics
 
 logger = logging.getLogger(__name__)
 
-Offsets = dict[tuple[str, int], int]
 MAX_WRITE_TRIES = 3  # whole-batch writes before the batch is isolated record by record
 
 
@@ -129,7 +129,7 @@ class StoreSinkRunner:
         metrics.BATCH_SIZE.labels(self.sink.name).observe(len(records))
         good, failures = self._split(records)
         self._dead_letters(failures)
-        offsets = _next_offsets(records)
+        offsets = next_offsets(records)
         t0 = time.monotonic()
         self._write(good, offsets)
         metrics.PROCESS_S.labels(self.sink.name).observe(time.monotonic() - t0)
@@ -236,10 +236,3 @@ class StoreSinkRunner:
                 logger.info("%s: -> DLQ %s: %s", self.sink.name, failure.error_class, failure.reason)
         if self._dlq.flush(30):
             raise FatalKafkaError("dead letters not acknowledged by the broker")
-
-
-def _next_offsets(records: list[InputRecord]) -> Offsets:
-    nxt: Offsets = {}
-    for r in records:
-        nxt[(r.topic, r.partition)] = max(nxt.get((r.topic, r.partition), 0), r.offset + 1)
-    return nxt

@@ -13,6 +13,7 @@ from consumers.sink_postgres.sink import PostgresSink
 from mediavec.settings import Settings
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
 from stores.metadb import connect
+from streams.offsets import next_offsets
 from streams.stage import InputRecord
 
 MODEL = "open_clip/test/random"
@@ -44,10 +45,7 @@ def vector_records(offsets: range, objects: int = 2, ts_ms: int = T0_MS) -> list
 def write_batch(sink: PostgresSink, records: list[InputRecord]) -> None:
     good, bad = sink.split(records)
     assert not bad
-    nxt: dict[tuple[str, int], int] = {}
-    for r in records:
-        nxt[(r.topic, r.partition)] = max(nxt.get((r.topic, r.partition), 0), r.offset + 1)
-    sink.write(good, nxt)
+    sink.write(good, next_offsets(records))
 
 
 def sql(settings: Settings, query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:

@@ -36,7 +36,7 @@ from models.bundle import EmbedModels
 from models.faces import Face
 from models.geometry import Box, Detection, grid_boxes, spatial_phrases
 from models.ocr import TextRead
-from schemas.models import Space
+from schemas.spaces import SpaceName
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +55,7 @@ MAX_PROMPT_ROWS = 5
 class Row:
     """One vector of a frame before it is stored: full model width, unit length."""
 
-    space: Space
+    space: SpaceName
     index: int
     vector: np.ndarray
     box: Box | None = None

@@ -26,6 +26,7 @@ from PIL import Image
 
 import schemas
 from consumers.embed.pipeline import FramePipeline, FrameVectors, Row
+from consumers.registry import EMBED
 from consumers.settings import ConsumerSettings
 from models.bundle import EmbedModels, stored
 from schemas.models import Frame, VectorBatch, VectorRow
@@ -144,8 +145,8 @@ def _decode_record(record: InputRecord) -> tuple[Frame, Image.Image] | Failure:
 class EmbedStage:
     """Stage ``embed``: frames -> vectors of every configured space. Models load in :meth:`start`."""
 
-    name = "embed"
-    input_topic: TopicKey = "frames"
+    name = EMBED.name
+    input_topic: TopicKey = EMBED.input
 
     def __init__(self, settings: ConsumerSettings, models: EmbedModels | None = None) -> None:
         self._settings = settings

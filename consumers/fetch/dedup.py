@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from consumers.registry import FETCH
 from consumers.settings import ConsumerSettings
 from media.download import redact_url
 from schemas.models import MediaRequest
@@ -52,7 +53,7 @@ def table_file(settings: ConsumerSettings) -> Path | None:
     f = settings.fetch
     if f.seen_table == "memory":
         return None
-    folder = f.seen_table_dir or settings.data_dir / "fetch"
+    folder = f.seen_table_dir or settings.data_dir / FETCH.name  # the stage's own folder
     remove_orphans(folder, "seen-*.sqlite")
     return folder / f"seen-{os.getpid()}-{secrets.token_hex(4)}.sqlite"  # the pid is for a person reading the folder
 

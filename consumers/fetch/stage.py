@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from consumers.fetch.dedup import DUPLICATE, Duplicate, MemoryTable, SeenTable, claim, seen_before_download
 from consumers.fetch.video_fetch import VideoFetched, VideoFetcher
+from consumers.registry import FETCH
 from consumers.settings import ConsumerSettings
 from media.decode import DecodedImage, DecodeError, decode_image
 from media.download import Downloader, FetchError, public_url, redact_url
@@ -44,8 +45,8 @@ _Fetched = Failure | Duplicate | tuple[MediaRequest, DecodedImage] | tuple[Input
 class FetchStage:
     """Download and decode image requests and video segments into frames."""
 
-    name = "fetch"
-    input_topic: TopicKey = "requests"
+    name = FETCH.name
+    input_topic: TopicKey = FETCH.input
 
     def __init__(self, settings: ConsumerSettings, seen: SeenTable | None = None) -> None:
         self.settings = settings

@@ -1,10 +1,11 @@
 """sink-encrypted: vector batches -> encrypted indexes (cyborgdb-core), offsets recorded beside them.
 
-Per batch: decode (undecodable, NaN/infinite, misnamed or wrongly sized -> DLQ), group the rows
-by vector space, upsert each group into its collection ``<collection>__<model>__<space>`` (the
-store returns once the items are fsynced), then save the next offsets in the store directory.
-The runner (streams.sink_runner) seeks to those offsets on every assignment, and point ids are
-deterministic, so a replay overwrites.
+Per batch (the rest is :class:`consumers.sink.VectorSink`): NaN/infinite, misnamed or wrongly
+sized batches go to the DLQ; ``write`` groups the rows by vector space, upserts each group into
+its collection ``<collection>__<model>__<space>`` (the store returns once the items are
+fsynced), then saves the next offsets in the store directory. The runner (streams.sink_runner)
+seeks to those offsets on every assignment, and point ids are deterministic, so a replay
+overwrites.
 
 Each vector space gets its own collection, unlike Qdrant's one collection per model with a
 ``space`` payload field: an encrypted index cannot filter cheaply on a payload field, so spaces
@@ -16,18 +17,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
 
-import numpy as np
-
+from consumers.registry import SINK_ENCRYPTED
 from consumers.settings import ConsumerSettings
-from consumers.sink_qdrant.transform import CollectionUpsert
-from schemas import SchemaError, VectorBatch, decode_vector_batch
-from schemas.collections import collection_for, row_payload
+from consumers.sink import CollectionUpsert, Decoded, VectorSink, dimension_mismatch, group_rows
+from schemas import VectorBatch, VectorRow
+from schemas.collections import collection_for
 from stores.encindex import EncIndexSettings, encindex_settings, open_encrypted_store
 from stores.encindex.store import EncryptedStore, check_collection_name
 from stores.vectorstore.base import VectorStoreError
-from streams.stage import Failure, InputRecord, TopicKey
+from streams.offsets import Offsets
+from streams.stage import Failure, TopicKey
 
 logger = logging.getLogger(__name__)
 
@@ -38,98 +38,52 @@ def collection_name(collection: str, model: str, space: str) -> str:
     return f"{collection_for(collection, model)}__{space}"
 
 
+def row_collection(batch: VectorBatch, row: VectorRow) -> str:
+    """The encrypted collection one row of a batch is stored in."""
+    return collection_name(batch.collection, batch.model, row.space)
+
+
 def space_upserts(batches: Sequence[VectorBatch]) -> dict[str, CollectionUpsert]:
     """Group a poll's rows by encrypted collection, keeping the last copy of a point id seen twice."""
-    rows: dict[str, dict[str, tuple[np.ndarray, dict[str, Any]]]] = {}
-    dims: dict[str, int] = {}
-    for batch in batches:
-        for vector, row in zip(batch.vectors, batch.rows, strict=True):
-            name = collection_name(batch.collection, batch.model, row.space)
-            group = rows.setdefault(name, {})
-            dims.setdefault(name, batch.dim)
-            group.pop(row.point_id, None)  # re-insert so order follows the last occurrence
-            group[row.point_id] = (vector, row_payload(batch, row))
-    out = {}
-    for name, group in rows.items():
-        vectors = np.stack([v for v, _ in group.values()]).astype(np.float16, copy=False)
-        out[name] = CollectionUpsert(name, dims[name], list(group), vectors, [p for _, p in group.values()])
-    return out
+    return group_rows(batches, row_collection)
 
 
-class EncryptedSink:
-    name = "sink-encrypted"
-    input_topic: TopicKey = "vectors"
+class EncryptedSink(VectorSink[EncryptedStore]):
+    name = SINK_ENCRYPTED.name
+    input_topic: TopicKey = SINK_ENCRYPTED.input
 
     def __init__(self, settings: ConsumerSettings, enc: EncIndexSettings | None = None) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.enc = enc or encindex_settings(settings)
-        self.consumer_name = f"{settings.topics.prefix}mediavec.{self.name}"
-        self._store: EncryptedStore | None = None
         self.records_written = 0  # vector batches written since start (replays included)
-        self._decoded: dict[tuple[str, int, int], VectorBatch] = {}  # split's work, reused by write
 
-    @property
-    def store(self) -> EncryptedStore:
-        if self._store is None:
-            raise RuntimeError("sink not started")
-        return self._store
+    def open_store(self) -> EncryptedStore:
+        return open_encrypted_store(self.settings, self.enc)
 
-    def start(self) -> None:
-        self._store = open_encrypted_store(self.settings, self.enc)
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    def load_offsets(self) -> dict[tuple[str, int], int]:
+    def stored_offsets(self) -> Offsets:
         return self.store.load_offsets(self.consumer_name)
 
-    def split(self, records: Sequence[InputRecord]) -> tuple[list[InputRecord], list[tuple[InputRecord, Failure]]]:
-        good: list[InputRecord] = []
-        bad: list[tuple[InputRecord, Failure]] = []
-        claimed: dict[str, int] = {}  # dimensions of collections this poll will create
-        self._decoded.clear()
-        for r in records:
-            try:
-                batch = decode_vector_batch(r.value)
-            except SchemaError as exc:
-                bad.append((r, Failure("invalid_vector_batch", str(exc))))
-                continue
-            if not batch.rows:
-                continue  # nothing to store (a frame with no vectors)
-            failure = self._check(batch, claimed)
-            if failure is not None:
-                bad.append((r, failure))
-                continue
-            good.append(r)
-            self._decoded[(r.topic, r.partition, r.offset)] = batch
-        return good, bad
+    def collection(self, batch: VectorBatch, row: VectorRow) -> str:
+        return row_collection(batch, row)
 
-    def _check(self, batch: VectorBatch, claimed: dict[str, int]) -> Failure | None:
-        media = batch.rows[0].media_id  # finite vectors: decode_vector_batch checked them
-        names = {collection_name(batch.collection, batch.model, row.space) for row in batch.rows}
+    def refuse(self, polled: Decoded, claimed: dict[str, int]) -> Failure | None:
+        batch = polled.batch  # finite vectors: decode_vector_batch checked them
+        names = {row_collection(batch, row) for row in batch.rows}
         for name in sorted(names):
             try:
                 check_collection_name(name)
             except VectorStoreError as exc:
-                return Failure("invalid_collection", str(exc), media_id=media)
+                return Failure("invalid_collection", str(exc), media_id=batch.rows[0].media_id)
             held = self.store.dim(name) or claimed.get(name)
             if held is not None and held != batch.dim:
-                reason = f"{batch.dim}-d vectors for collection {name}, which holds {held}-d vectors"
-                return Failure("dimension_mismatch", reason, media_id=media)
+                return dimension_mismatch(batch, name, held)
         for name in names:
             claimed.setdefault(name, batch.dim)
         return None
 
-    def _batch(self, r: InputRecord) -> VectorBatch:
-        cached = self._decoded.pop((r.topic, r.partition, r.offset), None)
-        return cached if cached is not None else decode_vector_batch(r.value)
-
-    def write(self, records: Sequence[InputRecord], offsets: dict[tuple[str, int], int]) -> None:
-        batches = [self._batch(r) for r in records]
-        for group in space_upserts(batches).values():  # split() guaranteed one dim per collection
+    def write_polled(self, polled: list[Decoded], offsets: Offsets) -> None:
+        for group in self.groups(polled).values():  # split() guaranteed one dim per collection
             self.store.ensure_collection(group.name, group.dim)
             self.store.upsert(group.name, group.ids, group.vectors, group.payloads)
         self.store.save_offsets(self.consumer_name, offsets)
-        self.records_written += len(records)
+        self.records_written += len(polled)

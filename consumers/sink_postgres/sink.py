@@ -1,6 +1,7 @@
 """sink-postgres: vector batches -> frame metadata rows in PostgreSQL, exactly once.
 
-Per poll (``streams.sink_runner`` calls split, then write):
+Per poll (``streams.sink_runner`` calls split, then write; the rest is
+:class:`consumers.sink.VectorSink`):
 
 1. ``split``: decode each record; undecodable batches and batches PostgreSQL would refuse go to
    the DLQ; batches without vectors need no row (their offsets still advance).
@@ -26,22 +27,21 @@ their offsets together, and the restarted sink re-reads those records from Kafka
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 
 import psycopg
 
+from consumers.registry import SINK_POSTGRES
 from consumers.settings import ConsumerSettings
+from consumers.sink import Decoded, VectorSink
 from consumers.sink_postgres.transform import COLUMNS, ingest_day, problem, rows_from_batch
-from schemas import SchemaError, VectorBatch, decode_vector_batch
 from stores.metadb import StagedInsert, connect, ensure_partitions, migrate
 from stores.metadb import writer as db
-from streams.stage import Failure, InputRecord, TopicKey
+from streams.offsets import Offsets
+from streams.stage import Failure, TopicKey
 
 logger = logging.getLogger(__name__)
-
-_Key = tuple[str, int, int]  # topic, partition, offset
 
 
 @dataclass
@@ -58,78 +58,53 @@ class WriteStats:
         self.rows_inserted += inserted
 
 
-class PostgresSink:
-    name = "sink-postgres"
-    input_topic: TopicKey = "vectors"
+@dataclass(frozen=True)
+class MetaDb:
+    """The sink's store: one connection and its staging table."""
+
+    conn: psycopg.Connection
+    staged: StagedInsert
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class PostgresSink(VectorSink[MetaDb]):
+    name = SINK_POSTGRES.name
+    input_topic: TopicKey = SINK_POSTGRES.input
 
     def __init__(self, settings: ConsumerSettings) -> None:
-        self.settings = settings
-        self.consumer_name = f"{settings.topics.prefix}mediavec.{self.name}"
+        super().__init__(settings)
         self.stats = WriteStats()
-        self._conn: psycopg.Connection | None = None
-        self._staged: StagedInsert | None = None
-        self._decoded: dict[_Key, VectorBatch] = {}  # split's work, reused by the write that follows
 
     @property
     def conn(self) -> psycopg.Connection:
-        if self._conn is None:
-            raise RuntimeError("sink not started")
-        return self._conn
+        return self.store.conn
 
-    @property
-    def _staging(self) -> StagedInsert:
-        if self._staged is None:
-            raise RuntimeError("sink not started")
-        return self._staged
-
-    def start(self) -> None:
+    def open_store(self) -> MetaDb:
         conn = connect(self.settings, application_name=f"mediavec.{self.name}")
         migrate(conn)
-        self._staged = StagedInsert(conn, COLUMNS)
-        self._conn = conn
+        return MetaDb(conn, StagedInsert(conn, COLUMNS))
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-            self._staged = None
-        self._decoded.clear()
-
-    def load_offsets(self) -> dict[tuple[str, int], int]:
+    def stored_offsets(self) -> Offsets:
         return db.load_offsets(self.conn, self.consumer_name)
 
-    def split(self, records: Sequence[InputRecord]) -> tuple[list[InputRecord], list[tuple[InputRecord, Failure]]]:
-        self._decoded.clear()
-        good: list[InputRecord] = []
-        bad: list[tuple[InputRecord, Failure]] = []
-        for r in records:
-            try:
-                batch = decode_vector_batch(r.value)
-            except SchemaError as exc:
-                bad.append((r, Failure("invalid_vector_batch", str(exc))))
-                continue
-            if not batch.rows:
-                continue  # no vector, no row
-            why = problem(batch, r)
-            if why is not None:
-                bad.append((r, Failure("invalid_frame_metadata", why, media_id=batch.rows[0].media_id)))
-                continue
-            self._decoded[_key(r)] = batch
-            good.append(r)
-        return good, bad
+    def refuse(self, polled: Decoded, claimed: dict[str, int]) -> Failure | None:
+        why = problem(polled.batch, polled.record)
+        if why is None:
+            return None
+        return Failure("invalid_frame_metadata", why, media_id=polled.batch.rows[0].media_id)
 
-    def write(self, records: Sequence[InputRecord], offsets: dict[tuple[str, int], int]) -> None:
-        batches = [(r, self._batch(r)) for r in records]
-        self._decoded.clear()
-        ensure_partitions(self.conn, {ingest_day(b, r) for r, b in batches})
-        partitions = set(offsets) | {(r.topic, r.partition) for r in records}
+    def write_polled(self, polled: list[Decoded], offsets: Offsets) -> None:
+        ensure_partitions(self.conn, {ingest_day(b, r) for r, b in polled})
+        partitions = set(offsets) | {(r.topic, r.partition) for r, _ in polled}
         with self.conn.transaction():
             stored = db.lock_offsets(self.conn, self.consumer_name, partitions)
-            fresh = [(r, b) for r, b in batches if r.offset >= stored.get((r.topic, r.partition), 0)]
+            fresh = [(r, b) for r, b in polled if r.offset >= stored.get((r.topic, r.partition), 0)]
             rows = chain.from_iterable(rows_from_batch(b, r) for r, b in fresh)
-            inserted = self._staging.insert(self.conn, rows) if fresh else 0
+            inserted = self.store.staged.insert(self.conn, rows) if fresh else 0
             db.advance_offsets(self.conn, self.consumer_name, offsets)
-        skipped = len(batches) - len(fresh)
+        skipped = len(polled) - len(fresh)
         self.stats.add(len(fresh), skipped, inserted)
         logger.debug(
             "%s: %d records written (%d new rows), %d skipped as already applied",
@@ -138,11 +113,3 @@ class PostgresSink:
             inserted,
             skipped,
         )
-
-    def _batch(self, record: InputRecord) -> VectorBatch:
-        cached = self._decoded.get(_key(record))
-        return cached if cached is not None else decode_vector_batch(record.value)
-
-
-def _key(record: InputRecord) -> _Key:
-    return (record.topic, record.partition, record.offset)

@@ -1,70 +1,48 @@
 """sink-qdrant: vector batches -> Qdrant (embedded or server), offsets recorded in the store.
 
-Per batch: decode (undecodable -> DLQ), group by collection, ensure each collection, upsert it
-(the store returns once the points are durable), then save the next offsets in the same store.
-The runner (streams.sink_runner) seeks to those offsets on every assignment.
+Per batch (the rest is :class:`consumers.sink.VectorSink`): a batch whose vectors do not fit its
+collection's dimension goes to the DLQ (``split`` creates a new collection with the first
+dimension it sees); ``write`` upserts each collection's rows (the store returns once the points
+are durable), then saves the next offsets in the same store. The runner (streams.sink_runner)
+seeks to those offsets on every assignment.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
+from consumers.registry import SINK_QDRANT
 from consumers.settings import ConsumerSettings
-from consumers.sink_qdrant.transform import collection_name, points_from_batches
-from schemas import SchemaError, VectorBatch, decode_vector_batch
+from consumers.sink import Decoded, VectorSink, dimension_mismatch
+from consumers.sink_qdrant.transform import collection_name
 from stores.vectorstore import QdrantStore, open_store
 from stores.vectorstore.base import DimensionMismatchError
-from streams.stage import Failure, InputRecord, TopicKey
+from streams.offsets import Offsets
+from streams.stage import Failure, TopicKey
 
 logger = logging.getLogger(__name__)
 
 
-class QdrantSink:
-    name = "sink-qdrant"
-    input_topic: TopicKey = "vectors"
+class QdrantSink(VectorSink[QdrantStore]):
+    name = SINK_QDRANT.name
+    input_topic: TopicKey = SINK_QDRANT.input
 
     def __init__(self, settings: ConsumerSettings) -> None:
-        self.settings = settings
-        self.consumer_name = f"{settings.topics.prefix}mediavec.{self.name}"
-        self._store: QdrantStore | None = None
+        super().__init__(settings)
         self._dims: dict[str, int] = {}
 
-    @property
-    def store(self) -> QdrantStore:
-        if self._store is None:
-            raise RuntimeError("sink not started")
-        return self._store
+    def open_store(self) -> QdrantStore:
+        return open_store(self.settings)
 
-    def start(self) -> None:
-        self._store = open_store(self.settings)
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    def load_offsets(self) -> dict[tuple[str, int], int]:
+    def stored_offsets(self) -> Offsets:
         return self.store.load_offsets(self.consumer_name)
 
-    def split(self, records: Sequence[InputRecord]) -> tuple[list[InputRecord], list[tuple[InputRecord, Failure]]]:
-        good: list[InputRecord] = []
-        bad: list[tuple[InputRecord, Failure]] = []
-        for r in records:
-            try:
-                batch = decode_vector_batch(r.value)
-            except SchemaError as exc:
-                bad.append((r, Failure("invalid_vector_batch", str(exc))))
-                continue
-            if not batch.rows:
-                continue  # nothing to store (a frame with no vectors)
-            name = collection_name(batch)
-            if self._dims.setdefault(name, self._collection_dim(name, batch.dim)) != batch.dim:
-                reason = f"{batch.dim}-d vectors for collection {name}, which holds {self._dims[name]}-d vectors"
-                bad.append((r, Failure("dimension_mismatch", reason, media_id=batch.rows[0].media_id)))
-                continue
-            good.append(r)
-        return good, bad
+    def refuse(self, polled: Decoded, claimed: dict[str, int]) -> Failure | None:
+        batch = polled.batch
+        name = collection_name(batch)
+        if self._dims.setdefault(name, self._collection_dim(name, batch.dim)) != batch.dim:
+            return dimension_mismatch(batch, name, self._dims[name])
+        return None
 
     def _collection_dim(self, name: str, dim: int) -> int:
         """The collection's dimension, creating the collection with ``dim`` if it is new."""
@@ -74,8 +52,7 @@ class QdrantSink:
             return -1  # exists with another dimension: every batch for it is refused
         return dim
 
-    def write(self, records: Sequence[InputRecord], offsets: dict[tuple[str, int], int]) -> None:
-        batches: list[VectorBatch] = [decode_vector_batch(r.value) for r in records]
-        for g in points_from_batches(batches).values():  # split() guaranteed one dim per collection
+    def write_polled(self, polled: list[Decoded], offsets: Offsets) -> None:
+        for g in self.groups(polled).values():  # split() guaranteed one dim per collection
             self.store.upsert(g.name, g.ids, g.vectors, g.payloads)
         self.store.save_offsets(self.consumer_name, offsets)

@@ -1,7 +1,7 @@
 """sink-qdrant's pure part: vector batches from the vectors topic -> one upsert per collection.
 
-No Kafka and no store here; the runner polls, calls :func:`points_from_batches`, upserts each
-group (waiting for the ack), then records the offsets.
+No Kafka and no store here; the runner polls, the sink groups with :func:`points_from_batches`,
+upserts each group (waiting for the ack), then records the offsets.
 
 Collections: one Qdrant collection per (request collection, model), named
 ``<collection>__<model slug>`` (:func:`schemas.collections.collection_for`). A collection holds one vector space,
@@ -14,28 +14,9 @@ mixing two incompatible spaces; the search command finds it with the same functi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-
-from schemas.collections import collection_for, row_payload
-from schemas.models import VectorBatch
-
-
-@dataclass(frozen=True)
-class CollectionUpsert:
-    """Everything one collection receives from a poll: rows i of ids, vectors and payloads match."""
-
-    name: str
-    dim: int
-    ids: list[str]
-    vectors: np.ndarray  # (len(ids), dim) float16
-    payloads: list[dict[str, Any]]
-
-
-class MixedDimensionError(ValueError):
-    """Two batches for one collection carry vectors of different dimensions (a producer bug)."""
+from consumers.sink import CollectionUpsert, group_rows
+from schemas.collections import collection_for
+from schemas.models import VectorBatch, VectorRow
 
 
 def collection_name(batch: VectorBatch) -> str:
@@ -43,34 +24,14 @@ def collection_name(batch: VectorBatch) -> str:
     return collection_for(batch.collection, batch.model)
 
 
-@dataclass
-class _Group:
-    dim: int
-    rows: dict[str, tuple[np.ndarray, dict[str, Any]]]
-
-
 def points_from_batches(batches: list[VectorBatch]) -> dict[str, CollectionUpsert]:
     """Group a poll's batches by collection, keeping the last copy of a point id seen twice.
 
-    A replay within one poll (a restart that re-reads what was already polled) yields the same
-    point ids again; an upsert must not carry an id twice, and the later copy is the newer one.
+    Two batches for one collection with different dimensions raise
+    :class:`consumers.sink.MixedDimensionError` (a producer bug).
     """
-    groups: dict[str, _Group] = {}
-    for batch in batches:
-        if not batch.rows:
-            continue
-        name = collection_name(batch)
-        group = groups.setdefault(name, _Group(batch.dim, {}))
-        if batch.dim != group.dim:
-            raise MixedDimensionError(f"collection {name!r}: a batch of dimension {batch.dim} after {group.dim}")
-        for vector, row in zip(batch.vectors, batch.rows, strict=True):
-            group.rows.pop(row.point_id, None)  # re-insert so order follows the last occurrence
-            group.rows[row.point_id] = (vector, row_payload(batch, row))
-    return {name: _upsert(name, group) for name, group in groups.items()}
+    return group_rows(batches, _row_collection)
 
 
-def _upsert(name: str, group: _Group) -> CollectionUpsert:
-    ids = list(group.rows)
-    vectors = np.stack([v for v, _ in group.rows.values()]).astype(np.float16, copy=False)
-    payloads = [p for _, p in group.rows.values()]
-    return CollectionUpsert(name, group.dim, ids, vectors.reshape(len(ids), group.dim), payloads)
+def _row_collection(batch: VectorBatch, row: VectorRow) -> str:
+    return collection_name(batch)

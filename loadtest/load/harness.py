@@ -27,6 +27,7 @@ from pathlib import Path
 import av
 from PIL import Image
 
+from consumers.registry import EMBED, FETCH, SINK_QDRANT
 from devstack.samples import sample_images
 from devstack.testmedia import vtest_avi
 from loadtest.load.monitor import Monitor
@@ -42,7 +43,7 @@ from tests.e2e.corpus import loopback_fetch_settings
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ("fetch", "embed", "sink-qdrant")
+STAGES = (FETCH.name, EMBED.name, SINK_QDRANT.name)
 
 
 @dataclass(frozen=True)

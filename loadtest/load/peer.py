@@ -30,6 +30,7 @@ from pathlib import Path
 
 from confluent_kafka import TopicPartition
 
+from consumers.registry import FETCH
 from loadtest.load.harness import REPO, media_server, prepare_media
 from loadtest.load.profile import LoadProfile, plan_media
 from loadtest.load.publisher import MediaSet, publish_planned
@@ -111,7 +112,7 @@ def fetch_rate(
     """(frames fetched, seconds, server's max concurrent) for ``n`` media through warm fetch workers."""
     ensure_topics(settings)
     logs = work / "logs"
-    workers = [LocalWorkers(settings, logs / f"peer{i}", f"peer{i}").start(["fetch"]) for i in range(processes)]
+    workers = [LocalWorkers(settings, logs / f"peer{i}", f"peer{i}").start([FETCH.name]) for i in range(processes)]
     try:
         warm = [plan_media(profile, i, "warmup", media.images, None) for i in range(profile.warmup_media)]
         publish_planned(settings, warm, media, "warmup")

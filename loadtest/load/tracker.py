@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from consumers.registry import SINK_QDRANT
 from mediavec.settings import Settings
 from schemas import SchemaError, decode_dead_letter, decode_frame, decode_vector_batch
 from streams.kafka import consumer, group_id
@@ -65,7 +66,7 @@ class Stored:
 class LoadTracker:
     """Follows the media of one run from the moment it is created; :meth:`expect` each before publishing."""
 
-    def __init__(self, settings: Settings, sink: str = "sink-qdrant") -> None:
+    def __init__(self, settings: Settings, sink: str = SINK_QDRANT.name) -> None:
         t = topics(settings)
         self._frames, self._vectors, self._dlq = t.frames.name, t.vectors.name, t.dlq.name
         self._reader: Consumer = consumer(settings, f"{settings.topics.prefix}mediavec.load-reader")

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from stores.vectorstore.base import (
     OFFSETS_COLLECTION,
     SPACE_FIELD,
-    SPACES,
     DimensionMismatchError,
     Hit,
     Offsets,
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OFFSETS_COLLECTION",
-    "SPACES",
     "SPACE_FIELD",
     "DimensionMismatchError",
     "Hit",

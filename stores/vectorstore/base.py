@@ -23,18 +23,17 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, get_args
+from typing import Any, Self
 
 import numpy as np
 
-from schemas.models import Space
+from schemas.spaces import ALL_SPACES
 
 # Kafka offsets: (topic, partition) -> the next offset to read.
 Offsets = dict[tuple[str, int], int]
 
 OFFSETS_COLLECTION = "_mediavec_offsets"  # the server backend's offsets; reserved
 SPACE_FIELD = "space"  # the payload field naming a point's vector space
-SPACES: tuple[str, ...] = get_args(Space)
 OFFSETS_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://mediavec.dev/sink-offsets/v1")
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}$")  # no leading dot: hidden files are ours
 
@@ -146,7 +145,7 @@ class QdrantStore(VectorStore):
 
     def spaces(self, name: str) -> dict[str, int]:
         """The vector spaces the collection holds, with their point counts (empty ones left out)."""
-        counts = {space: self.count(name, space=space) for space in SPACES}
+        counts = {space: self.count(name, space=space) for space in ALL_SPACES}
         return {space: n for space, n in counts.items() if n}
 
 
@@ -187,8 +186,8 @@ def check_batch(ids: list[str], vectors: np.ndarray, payloads: list[dict[str, An
 
 
 def check_space(space: str | None) -> str | None:
-    if space is not None and space not in SPACES:
-        raise VectorStoreError(f"unknown vector space {space!r}: one of {', '.join(SPACES)}")
+    if space is not None and space not in ALL_SPACES:
+        raise VectorStoreError(f"unknown vector space {space!r}: one of {', '.join(ALL_SPACES)}")
     return space
 
 

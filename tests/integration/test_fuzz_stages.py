@@ -222,6 +222,10 @@ def test_sink_encrypted_survives_hostile_vector_batches(settings: Settings, tmp_
     fuzzer = _fuzz(settings, case, "fuzz-encrypted")
     store = open_encrypted_store(settings, encindex_settings(settings))
     try:
-        assert store.count(collection_name("fuzz", hostile.MODEL, "scene")) == len(fuzzer.good_ids)
+        # A mutated batch may still decode into a valid one (then it is stored, as it should be):
+        # look the good points up rather than count the collection.
+        name = collection_name("fuzz", hostile.MODEL, "scene")
+        ids = [r.point_id for m in fuzzer.good_ids for r in hostile.good_batch(m).rows if r.space == "scene"]
+        assert ids and len(store.retrieve(name, ids, with_vectors=False)) == len(ids), "every good vector is stored"
     finally:
         store.close()

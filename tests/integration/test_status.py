@@ -1,4 +1,5 @@
-"""`mediavec status` against the real broker: lag moves from fetch to embed as the fetch stage works."""
+"""`mediavec status` against the real broker: lag moves from fetch to embed as the fetch stage works,
+and every stage of the registry has its row."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from consumers.registry import STAGE_NAMES, STAGES
 from devstack.mediaserver import MediaServer
 from devstack.samples import sample_images
 from mediavec import workers
@@ -18,6 +20,7 @@ from mediavec.settings import Settings
 from mediavec.status import look
 from schemas import MediaRequest
 from streams.admin import ensure_topics
+from streams.kafka import group_id
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, read_topic, wait_for
 
@@ -65,3 +68,12 @@ def test_status_shows_lag_per_stage(settings: Settings, tmp_path: Path) -> None:
         wait_for(lambda: len(read_topic(settings, topics(settings).vectors.name)) == 6, 120, "six vector batches")
         # Drained: the commit markers left after the last committed frames are not lag.
         wait_for(lambda: _lags(settings)["embed"] == 0, 30, "embed lag to read zero")
+
+
+def test_status_lists_every_registered_stage_on_its_input_topic(settings: Settings) -> None:
+    ensure_topics(settings)
+    states = look(settings)
+    assert [s.stage for s in states] == list(STAGE_NAMES)
+    t = topics(settings)
+    assert [s.topic for s in states] == [t.by_name(spec.input).name for spec in STAGES]
+    assert [s.group for s in states] == [group_id(settings, name) for name in STAGE_NAMES]

@@ -78,3 +78,25 @@ def test_the_runtime_wheel_holds_the_runtime_layers_only() -> None:
     # Every top-level package is a declared layer: a new folder has to take its place here.
     packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests"}
     assert packages == set(RANK), packages ^ set(RANK)
+
+
+def test_the_readme_layout_table_lists_every_layer() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Layout") :].split("\n## ", 1)[0]
+    listed = {line.split("`")[1].rstrip("/") for line in table.splitlines() if line.startswith("| `")}
+    assert set(RANK) | {"tests"} <= listed, set(RANK) - listed
+
+
+def test_every_path_the_docs_name_exists() -> None:
+    """A file or folder named in backticks in README.md or ARCHITECTURE.md is there (after a move too)."""
+    import re
+
+    missing = []
+    for doc in ("README.md", "ARCHITECTURE.md"):
+        for name in re.findall(r"`([A-Za-z_][\w.-]*/[\w./*-]*)`", (REPO / doc).read_text()):
+            top = name.split("/")[0]
+            if top in RANK or top in ("tests", "scripts", "k8s", "docs", "deploy"):
+                path = name.split("*")[0]
+                if not list(REPO.glob(path + "*")):
+                    missing.append(f"{doc}: {name}")
+    assert not missing, missing

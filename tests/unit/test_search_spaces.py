@@ -27,7 +27,7 @@ from models.settings import ConceptSettings, ModelSettings
 from models.textmodel import truncate
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
 from schemas.collections import collection_for
-from schemas.models import Space
+from schemas.spaces import SpaceName
 from stores.encindex import generate_key, write_key_file
 from stores.encindex.config import EncIndexSettings
 from stores.vectorstore import Hit, UnknownCollectionError
@@ -68,7 +68,7 @@ def _stored(vectors: np.ndarray) -> np.ndarray:
     return truncate(vectors.astype(np.float32), STORE_DIM).astype(np.float16)
 
 
-def _row(model: str, media: str, space: Space, obj: int, box: Box | None, label: str | None) -> VectorRow:
+def _row(model: str, media: str, space: SpaceName, obj: int, box: Box | None, label: str | None) -> VectorRow:
     at = (float(box[0]), float(box[1]), float(box[2]), float(box[3])) if box is not None else None
     return VectorRow(point_id(model, media, 0, space, obj), space, media, 0, 1.5, obj, at, label)
 

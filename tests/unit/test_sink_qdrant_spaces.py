@@ -15,7 +15,7 @@ from consumers.sink_qdrant.sink import QdrantSink
 from mediavec.settings import Settings
 from schemas import VectorBatch, VectorRow, encode_vector_batch, point_id
 from schemas.collections import collection_for, model_from_collection
-from schemas.models import Space
+from schemas.spaces import SpaceName
 from streams.stage import InputRecord
 
 VISION = "open_clip/ViT-B-32/openai"
@@ -24,7 +24,7 @@ FACE = "dlib/face_recognition_resnet_v1/128"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2/gt"
 
 
-def _batch(model: str, spaces: list[Space], dim: int, seed: int, media: str = "m1") -> VectorBatch:
+def _batch(model: str, spaces: list[SpaceName], dim: int, seed: int, media: str = "m1") -> VectorBatch:
     rows = tuple(
         VectorRow(point_id(model, media, 4, space, i), space, media, 4, 2.0, i, (1.0, 2.0, 30.0, 40.0), f"{space} {i}")
         for i, space in enumerate(spaces)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from consumers.sink_qdrant.transform import MixedDimensionError, collection_name, points_from_batches
+from consumers.sink import MixedDimensionError
+from consumers.sink_qdrant.transform import collection_name, points_from_batches
 from schemas.collections import collection_for
 from schemas.ids import point_id
-from schemas.models import Space, VectorBatch, VectorRow
+from schemas.models import VectorBatch, VectorRow
+from schemas.spaces import SpaceName
 from stores.vectorstore.base import check_name
 
 CLIP = "open_clip/ViT-B-32/openai"
@@ -17,7 +19,7 @@ CLIP = "open_clip/ViT-B-32/openai"
 def row(
     media: str,
     frame: int,
-    space: Space = "scene",
+    space: SpaceName = "scene",
     obj: int = 0,
     model: str = CLIP,
     box: tuple[float, float, float, float] | None = None,

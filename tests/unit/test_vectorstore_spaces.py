@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import qdrant_edge as qe
 
+from schemas.spaces import ALL_SPACES
 from stores.vectorstore import (
-    SPACES,
     DimensionMismatchError,
     QdrantStore,
     UnknownCollectionError,
@@ -72,7 +72,8 @@ def test_counts_and_spaces_per_collection(store: QdrantStore) -> None:
     fill(store, "c")
     store.ensure_collection("empty", 8)
     assert store.count("c") == sum(LAYOUT.values())
-    assert {s: store.count("c", space=s) for s in SPACES} == {"scene": 3, "object": 5, "grid": 0, "text": 4, "face": 0}
+    per_space = {s: store.count("c", space=s) for s in ALL_SPACES}
+    assert per_space == {"scene": 3, "object": 5, "grid": 0, "text": 4, "face": 0}
     assert store.spaces("c") == LAYOUT
     assert store.spaces("empty") == {}
 
@@ -140,14 +141,14 @@ def test_edge_indexes_space_on_new_shards_and_on_shards_made_without_the_index(t
     old = qe.EdgeShard.create(str(tmp_path / "s" / "collections" / "old"), qe.EdgeConfig(vectors=params))
     ids = [str(uuid.uuid4()) for _ in range(6)]
     rows = unit(6, 8, 1).tolist()
-    points = [qe.Point(i, rows[n], {"space": SPACES[n % 2]}) for n, i in enumerate(ids)]
+    points = [qe.Point(i, rows[n], {"space": ALL_SPACES[n % 2]}) for n, i in enumerate(ids)]
     old.update(qe.UpdateOperation.upsert_points(points))
     old.flush()
     assert "space" not in old.info().payload_schema
     old.close()
     with EdgeStore(tmp_path / "s") as store:
-        assert store.spaces("old") == {SPACES[0]: 3, SPACES[1]: 3}
-        assert store.search("old", unit(6, 8, 1)[3], limit=1, space=SPACES[1])[0].id == ids[3]
+        assert store.spaces("old") == {ALL_SPACES[0]: 3, ALL_SPACES[1]: 3}
+        assert store.search("old", unit(6, 8, 1)[3], limit=1, space=ALL_SPACES[1])[0].id == ids[3]
         assert store.spaces("new") == {"grid": 1}
     for name in ("new", "old"):
         shard = qe.EdgeShard.load(str(tmp_path / "s" / "collections" / name))

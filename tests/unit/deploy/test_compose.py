@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mediavec.workers import STAGES
+from consumers.registry import STAGE_NAMES as STAGES
 from tests.unit.deploy.files import Doc, interpolate, settings_from
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mediavec.workers import STAGES
+from consumers.registry import STAGE_NAMES as STAGES
 from streams.kafka import group_id
 from streams.topics import topics
 from tests.unit.deploy.files import (
