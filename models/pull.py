@@ -15,9 +15,11 @@ inside Python packages (or are files you configured): :func:`local_models` lists
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import hashlib
+import importlib
 import logging
 import re
 from collections.abc import Callable
@@ -284,14 +286,12 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
-    """Transport failures of whichever HTTP client huggingface_hub uses (httpx from 1.0, requests before)."""
+    """Transport failures of whichever HTTP client huggingface_hub uses (httpx2 from 2.x, httpx from 1.0,
+    requests before)."""
     found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    try:
-        import httpx
-
-        found.append(httpx.TransportError)
-    except ImportError:
-        pass
+    for client in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError, AttributeError):
+            found.append(importlib.import_module(client).TransportError)
     try:
         import requests
 

@@ -84,3 +84,17 @@ def test_supervisor_and_local_workers_refuse_an_unknown_stage_before_starting_an
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
         local.start(["fetch", "nope"])
     assert local.procs == {} and not (tmp_path / "logs").exists()
+
+
+def test_the_architecture_stage_table_is_the_registry() -> None:
+    """ARCHITECTURE.md's table of stages names every stage of the registry, with its input topic."""
+    from streams.topics import topics
+
+    text = (Path(__file__).resolve().parents[2] / "ARCHITECTURE.md").read_text()
+    table = text[text.index("| stage | input |") :].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    documented = {name.strip(): inp.strip() for name, inp in rows if name.strip() != "every stage"}
+    declared = topics(Settings())
+    assert documented.keys() == set(STAGE_NAMES)
+    for spec in STAGES:
+        assert documented[spec.name].startswith(f"`{getattr(declared, spec.input).name}`"), spec.name
