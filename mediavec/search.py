@@ -186,7 +186,7 @@ def _open(settings: Settings, stores: tuple[str, ...]) -> Iterator[VectorStore]:
     if unknown:
         raise SearchError(f"unknown store {sorted(unknown)}: qdrant or encrypted")
     if "qdrant" in stores:
-        yield open_store(settings)
+        yield open_store(settings, readonly=True)
     if "encrypted" in stores:
         from stores.encindex import open_encrypted_store
 
@@ -243,7 +243,7 @@ def layout(settings: Settings, collection: str) -> list[SpaceCollection]:
     base, _, _ = resolve_base(settings, collection)
     prefix = f"{base}__"
     rows = []
-    with open_store(settings) as store:
+    with open_store(settings, readonly=True) as store:
         for name in store.collections():
             if not name.startswith(prefix) or "__" in name[len(prefix) :]:
                 continue

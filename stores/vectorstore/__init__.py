@@ -48,17 +48,32 @@ __all__ = [
 ]
 
 
-def open_store(settings: StoresSettings) -> QdrantStore:
-    """The vector store the settings name; the caller closes it (or uses it as a context manager)."""
+def open_store(settings: StoresSettings, *, readonly: bool = False) -> QdrantStore:
+    """The vector store the settings name; the caller closes it (or uses it as a context manager).
+
+    An embedded store is opened by one process, which then also serves other processes' queries
+    (:mod:`stores.vectorstore.shared`). With ``readonly``, a store another process holds is read
+    through that process instead of failing with :class:`StoreLockedError`.
+    """
     qdrant = settings.qdrant
     if qdrant.url:
         from stores.vectorstore.server import ServerStore
 
         return ServerStore.connect(qdrant)
-    if qdrant.backend == "local":
-        from stores.vectorstore.server import ServerStore
+    from stores.vectorstore.shared import SharedStore, serve_queries
 
-        return ServerStore.local(settings.qdrant_path)
-    from stores.vectorstore.edge import EdgeStore
+    path = settings.qdrant_path
+    try:
+        if qdrant.backend == "local":
+            from stores.vectorstore.server import ServerStore
 
-    return EdgeStore(settings.qdrant_path)
+            store: QdrantStore = ServerStore.local(path)
+        else:
+            from stores.vectorstore.edge import EdgeStore
+
+            store = EdgeStore(path)
+    except StoreLockedError as locked:
+        if not readonly:
+            raise
+        return SharedStore.connect(path, locked)
+    return serve_queries(store, path)

@@ -28,9 +28,7 @@ from typing import Any, Self
 import numpy as np
 
 from schemas.spaces import ALL_SPACES
-
-# Kafka offsets: (topic, partition) -> the next offset to read.
-Offsets = dict[tuple[str, int], int]
+from streams.offsets import Offsets  # (topic, partition) -> the next offset to read
 
 OFFSETS_COLLECTION = "_mediavec_offsets"  # the server backend's offsets; reserved
 SPACE_FIELD = "space"  # the payload field naming a point's vector space

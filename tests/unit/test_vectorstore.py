@@ -32,6 +32,7 @@ from stores.vectorstore import (
 )
 from stores.vectorstore.edge import EdgeStore
 from stores.vectorstore.server import ServerStore
+from stores.vectorstore.shared import Guarded
 
 DIM = 16
 FP16_TOL = 2e-3  # a unit vector's components rounded to fp16 (and normalised again)
@@ -236,12 +237,12 @@ def test_sink_transform_output_upserts_and_replays_as_overwrites(store: VectorSt
 
 def test_open_store_picks_the_backend_from_settings(tmp_path: Path) -> None:
     edge = Settings(data_dir=tmp_path / "d1")
-    with open_store(edge) as store:
-        assert isinstance(store, EdgeStore)
-        assert store.path == tmp_path / "d1" / "qdrant"
+    with open_store(edge) as store:  # an embedded store: guarded, and serving other processes' queries
+        assert isinstance(store, Guarded) and isinstance(store.inner, EdgeStore)
+        assert store.inner.path == tmp_path / "d1" / "qdrant"
     local = Settings(data_dir=tmp_path, qdrant=QdrantSettings(path=tmp_path / "q", backend="local"))
     with open_store(local) as store:
-        assert isinstance(store, ServerStore)
+        assert isinstance(store, Guarded) and isinstance(store.inner, ServerStore)
         store.ensure_collection("c", DIM)
     assert (tmp_path / "q" / "collection" / "c").is_dir()  # qdrant-client local mode's layout
 

@@ -1,0 +1,271 @@
+"""An embedded store answers other processes' queries: the process that owns it serves them.
+
+An embedded store (qdrant-edge, or qdrant-client's local mode) belongs to one process, the one that
+holds its directory lock: in a running pipeline, the Qdrant sink. So that people can search while
+it ingests, the owner also serves read-only queries on a loopback port (:class:`QueryServer`), and
+a process that finds the store locked reads through :class:`SharedStore`, a read-only
+:class:`QdrantStore` that forwards each call there.
+
+- The port and a random token are in ``<store dir>/.query.json`` (mode 0600, written atomically,
+  removed on close): only the user who may read the store directory can query it. The token is a
+  secret and never logged.
+- On the owner's side every call, its own writes and the queries it serves, goes through one lock
+  (:class:`Guarded`), so a query sees a write whole or not at all.
+- Only reads are served: search, count, dim, retrieve, collections, offsets. A write through a
+  :class:`SharedStore` raises :class:`VectorStoreError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from aiohttp import web
+
+from stores.vectorstore.base import (
+    DimensionMismatchError,
+    Hit,
+    Offsets,
+    QdrantStore,
+    StoredPoint,
+    StoreLockedError,
+    UnknownCollectionError,
+    VectorStoreError,
+)
+from stores.vectorstore.lock import write_atomic
+from streams.loopthread import LoopThread
+
+logger = logging.getLogger(__name__)
+
+QUERY_FILE = ".query.json"
+CALL_TIMEOUT_S = 30.0
+MAX_REQUEST_BYTES = 1024 * 1024
+_ERRORS: dict[str, type[VectorStoreError]] = {
+    "UnknownCollectionError": UnknownCollectionError,
+    "DimensionMismatchError": DimensionMismatchError,
+    "VectorStoreError": VectorStoreError,
+}
+T = TypeVar("T")
+
+
+class Guarded(QdrantStore):
+    """A store whose every call holds one lock: the owner's writes and the queries it serves."""
+
+    def __init__(self, inner: QdrantStore) -> None:
+        self.inner = inner
+        self.mutex = threading.RLock()
+        self.server: QueryServer | None = None
+
+    def _do(self, fn: Callable[[], T]) -> T:
+        with self.mutex:
+            return fn()
+
+    def ensure_collection(self, name: str, dim: int) -> None:
+        self._do(lambda: self.inner.ensure_collection(name, dim))
+
+    def upsert(self, name: str, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
+        self._do(lambda: self.inner.upsert(name, ids, vectors, payloads))
+
+    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, space: str | None = None) -> list[Hit]:
+        return self._do(lambda: self.inner.search(name, vector, limit, space=space))
+
+    def count(self, name: str, *, space: str | None = None) -> int:
+        return self._do(lambda: self.inner.count(name, space=space))
+
+    def dim(self, name: str) -> int | None:
+        return self._do(lambda: self.inner.dim(name))
+
+    def retrieve(self, name: str, ids: list[str], with_vectors: bool = True) -> list[StoredPoint]:
+        return self._do(lambda: self.inner.retrieve(name, ids, with_vectors))
+
+    def collections(self) -> list[str]:
+        return self._do(self.inner.collections)
+
+    def delete_collection(self, name: str) -> None:
+        self._do(lambda: self.inner.delete_collection(name))
+
+    def load_offsets(self, consumer: str) -> Offsets:
+        return self._do(lambda: self.inner.load_offsets(consumer))
+
+    def save_offsets(self, consumer: str, offsets: Offsets) -> None:
+        self._do(lambda: self.inner.save_offsets(consumer, offsets))
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()  # no query reaches a closing store
+            self.server = None
+        self._do(self.inner.close)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # backend extras (EdgeStore.optimize), unguarded
+
+
+def serve_queries(store: QdrantStore, path: Path) -> Guarded:
+    """``store`` (just opened, its directory lock held) guarded, and serving queries on loopback."""
+    guarded = Guarded(store)
+    try:
+        guarded.server = QueryServer(guarded, path).start()
+    except BaseException:
+        store.close()
+        raise
+    return guarded
+
+
+class QueryServer:
+    """The owner's side: an aiohttp application on 127.0.0.1 (a free port) in a loop thread."""
+
+    def __init__(self, store: Guarded, path: Path) -> None:
+        self.store = store
+        self.file = path / QUERY_FILE
+        self._token = secrets.token_urlsafe(32)
+        self._thread: LoopThread | None = None
+        self._runner: web.AppRunner | None = None
+
+    def start(self) -> QueryServer:
+        self._thread = LoopThread(f"query-server-{self.file.parent.name}").start()
+        port = self._thread.run(self._start(), timeout=30)
+        body = json.dumps({"pid": os.getpid(), "port": port, "token": self._token}).encode()
+        old = os.umask(0o077)
+        try:
+            write_atomic(self.file, body)
+        finally:
+            os.umask(old)
+        os.chmod(self.file, 0o600)
+        logger.info("vector store %s serves queries on 127.0.0.1:%d", self.file.parent, port)
+        return self
+
+    async def _start(self) -> int:
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_post("/call", self._call)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        return int(self._runner.addresses[0][1])
+
+    def stop(self) -> None:
+        self.file.unlink(missing_ok=True)
+        if self._thread is not None:
+            if self._runner is not None:
+                self._thread.run(self._runner.cleanup(), timeout=30)
+            self._thread.stop()
+            self._thread = None
+
+    async def _call(self, request: web.Request) -> web.Response:
+        if not secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {self._token}"):
+            return web.json_response({"error": {"type": "VectorStoreError", "message": "not authorised"}}, status=401)
+        try:
+            call = await request.json()
+            result = await asyncio.to_thread(_answer, self.store, call["op"], call.get("args", {}))
+        except VectorStoreError as exc:
+            return web.json_response({"error": {"type": type(exc).__name__, "message": str(exc)}}, status=409)
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": {"type": "VectorStoreError", "message": f"bad call: {exc}"}}, status=400)
+        return web.json_response({"result": result})
+
+
+def _answer(store: Guarded, op: str, a: dict[str, Any]) -> Any:
+    """One read, as JSON."""
+    if op == "search":
+        vector = np.asarray(a["vector"], dtype=np.float32)
+        hits = store.search(a["name"], vector, int(a["limit"]), space=a.get("space"))
+        return [[h.id, h.score, h.payload] for h in hits]
+    if op == "count":
+        return store.count(a["name"], space=a.get("space"))
+    if op == "dim":
+        return store.dim(a["name"])
+    if op == "retrieve":
+        points = store.retrieve(a["name"], list(a["ids"]), bool(a["with_vectors"]))
+        return [[p.id, None if p.vector is None else p.vector.tolist(), p.payload] for p in points]
+    if op == "collections":
+        return store.collections()
+    if op == "load_offsets":
+        return [[t, p, o] for (t, p), o in store.load_offsets(a["consumer"]).items()]
+    raise ValueError(f"unknown operation {op!r}")
+
+
+class SharedStore(QdrantStore):
+    """Another process's embedded store, read through the queries its owner serves."""
+
+    def __init__(self, path: Path, port: int, token: str, owner: int) -> None:
+        self.path, self.owner = path, owner
+        self._port, self._token = port, token
+
+    @classmethod
+    def connect(cls, path: Path, locked: StoreLockedError) -> SharedStore:
+        """The owner's query service, or ``locked`` again when the owner serves none (yet)."""
+        try:
+            info = json.loads((path / QUERY_FILE).read_text())
+            store = cls(path, int(info["port"]), str(info["token"]), int(info["pid"]))
+            store.collections()  # one round trip: the owner answers
+        except (OSError, ValueError, KeyError, VectorStoreError) as exc:
+            logger.debug("no query service for %s: %s", path, exc)
+            raise locked from None
+        logger.debug("reading vector store %s through its owner, pid %d", path, store.owner)
+        return store
+
+    def _call(self, op: str, **args: Any) -> Any:
+        conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=CALL_TIMEOUT_S)
+        try:
+            body = json.dumps({"op": op, "args": args})
+            conn.request("POST", "/call", body, {"Authorization": f"Bearer {self._token}"})
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            why = f"vector store {self.path}: its owner (pid {self.owner}) did not answer: {exc}"
+            raise VectorStoreError(why) from None
+        finally:
+            conn.close()
+        if "error" in answer:
+            error = answer["error"]
+            raise _ERRORS.get(error["type"], VectorStoreError)(error["message"])
+        return answer["result"]
+
+    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, space: str | None = None) -> list[Hit]:
+        rows = self._call("search", name=name, vector=np.asarray(vector, np.float32).tolist(), limit=limit, space=space)
+        return [Hit(i, float(s), p) for i, s, p in rows]
+
+    def count(self, name: str, *, space: str | None = None) -> int:
+        return int(self._call("count", name=name, space=space))
+
+    def dim(self, name: str) -> int | None:
+        found = self._call("dim", name=name)
+        return None if found is None else int(found)
+
+    def retrieve(self, name: str, ids: list[str], with_vectors: bool = True) -> list[StoredPoint]:
+        rows = self._call("retrieve", name=name, ids=ids, with_vectors=with_vectors)
+        return [StoredPoint(i, None if v is None else np.asarray(v, np.float32), p) for i, v, p in rows]
+
+    def collections(self) -> list[str]:
+        return [str(c) for c in self._call("collections")]
+
+    def load_offsets(self, consumer: str) -> Offsets:
+        return {(t, int(p)): int(o) for t, p, o in self._call("load_offsets", consumer=consumer)}
+
+    def ensure_collection(self, name: str, dim: int) -> None:
+        self._refuse()
+
+    def upsert(self, name: str, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
+        self._refuse()
+
+    def delete_collection(self, name: str) -> None:
+        self._refuse()
+
+    def save_offsets(self, consumer: str, offsets: Offsets) -> None:
+        self._refuse()
+
+    def close(self) -> None:
+        pass  # nothing held: each call is one connection
+
+    def _refuse(self) -> None:
+        raise VectorStoreError(
+            f"vector store {self.path} is open in pid {self.owner}: it can be read from here, not written"
+        )
