@@ -188,9 +188,9 @@ def _open(settings: Settings, stores: tuple[str, ...]) -> Iterator[VectorStore]:
     if "qdrant" in stores:
         yield open_store(settings, readonly=True)
     if "encrypted" in stores:
-        from stores.encindex import open_encrypted_store
+        from stores.encindex import open_encrypted_reader
 
-        yield open_encrypted_store(settings)
+        yield open_encrypted_reader(settings)
 
 
 def _search_store(store: VectorStore, target: Target, vector: np.ndarray, limit: int) -> list[Hit]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from stores.encindex.config import EncIndexSettings, encindex_settings, store_path
 from stores.encindex.hits import merge_hits
 from stores.encindex.keys import IndexKey, IndexKeyError, generate_key, load_key, parse_key, write_key_file
-from stores.vectorstore.base import Hit
+from stores.vectorstore.base import Hit, StoreLockedError, VectorStore
 
 if TYPE_CHECKING:
     from stores.encindex.store import EncryptedStore
@@ -32,6 +32,7 @@ __all__ = [
     "generate_key",
     "load_key",
     "merge_hits",
+    "open_encrypted_reader",
     "open_encrypted_store",
     "parse_key",
     "write_key_file",
@@ -39,9 +40,31 @@ __all__ = [
 
 
 def open_encrypted_store(settings: StoresSettings, enc: EncIndexSettings | None = None) -> EncryptedStore:
-    """The encrypted store the settings name, with its key loaded from the configured source."""
+    """The encrypted store the settings name, with its key loaded from the configured source.
+
+    The opener also serves the store's reads to other processes that hold the same key
+    (:mod:`stores.encindex.shared`), until it closes the store.
+    """
+    from stores.encindex.shared import serve_reads
     from stores.encindex.store import EncryptedStore
 
     enc = enc or encindex_settings(settings)
     key = load_key(enc.key_file, enc.key_env)
-    return EncryptedStore(store_path(settings, enc), key, enc)
+    store = EncryptedStore(store_path(settings, enc), key, enc)
+    try:
+        store.query_server = serve_reads(store, key)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def open_encrypted_reader(settings: StoresSettings, enc: EncIndexSettings | None = None) -> VectorStore:
+    """The encrypted store to read: opened here, or read through the process that holds it."""
+    from stores.encindex.shared import SharedEncryptedStore
+
+    try:
+        return open_encrypted_store(settings, enc)
+    except StoreLockedError as locked:
+        enc = enc or encindex_settings(settings)
+        return SharedEncryptedStore.connect(store_path(settings, enc), load_key(enc.key_file, enc.key_env), locked)

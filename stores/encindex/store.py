@@ -58,6 +58,7 @@ from stores.vectorstore.base import (
     check_query,
 )
 from stores.vectorstore.lock import DirLock
+from stores.vectorstore.shared import QueryServer
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class EncryptedStore(VectorStore):
         self._key = key
         self._mutex = threading.RLock()
         self._offsets: dict[str, OffsetsFile] = {}
+        self.query_server: QueryServer | None = None  # set by open_encrypted_store: other processes' reads
         try:
             self._dir_lock: DirLock | None = DirLock(self.path, BACKEND)
         except StoreLockedError:
@@ -322,6 +324,9 @@ class EncryptedStore(VectorStore):
         """Let a training under way finish, then release the engine and the directory lock."""
         if self._dir_lock is None:
             return
+        if self.query_server is not None:
+            self.query_server.stop()  # no read reaches a closing store
+            self.query_server = None
         self._trainer.close()  # outside the mutex: the trainer's callback takes it
         with self._mutex:
             self._shards.clear()

@@ -39,6 +39,7 @@ from stores.vectorstore.base import (
     StoredPoint,
     StoreLockedError,
     UnknownCollectionError,
+    VectorStore,
     VectorStoreError,
 )
 from stores.vectorstore.lock import write_atomic
@@ -112,8 +113,9 @@ class Guarded(QdrantStore):
 def serve_queries(store: QdrantStore, path: Path) -> Guarded:
     """``store`` (just opened, its directory lock held) guarded, and serving queries on loopback."""
     guarded = Guarded(store)
+    token = secrets.token_urlsafe(32)
     try:
-        guarded.server = QueryServer(guarded, path).start()
+        guarded.server = QueryServer(guarded, path, token, {"token": token}).start()
     except BaseException:
         store.close()
         raise
@@ -121,26 +123,31 @@ def serve_queries(store: QdrantStore, path: Path) -> Guarded:
 
 
 class QueryServer:
-    """The owner's side: an aiohttp application on 127.0.0.1 (a free port) in a loop thread."""
+    """The owner's side: an aiohttp application on 127.0.0.1 (a free port) in a loop thread.
 
-    def __init__(self, store: Guarded, path: Path) -> None:
+    ``published`` goes into the query file beside the port: the token itself (Qdrant), or what a
+    reader needs to derive it from a secret it must already hold (the encrypted index's key).
+    """
+
+    def __init__(self, store: VectorStore, path: Path, token: str, published: dict[str, str]) -> None:
         self.store = store
         self.file = path / QUERY_FILE
-        self._token = secrets.token_urlsafe(32)
+        self._token = token
+        self._published = published
         self._thread: LoopThread | None = None
         self._runner: web.AppRunner | None = None
 
     def start(self) -> QueryServer:
         self._thread = LoopThread(f"query-server-{self.file.parent.name}").start()
         port = self._thread.run(self._start(), timeout=30)
-        body = json.dumps({"pid": os.getpid(), "port": port, "token": self._token}).encode()
+        body = json.dumps({"pid": os.getpid(), "port": port, **self._published}).encode()
         old = os.umask(0o077)
         try:
             write_atomic(self.file, body)
         finally:
             os.umask(old)
         os.chmod(self.file, 0o600)
-        logger.info("vector store %s serves queries on 127.0.0.1:%d", self.file.parent, port)
+        logger.info("store %s serves queries on 127.0.0.1:%d", self.file.parent, port)
         return self
 
     async def _start(self) -> int:
@@ -161,7 +168,7 @@ class QueryServer:
 
     async def _call(self, request: web.Request) -> web.Response:
         if not secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {self._token}"):
-            return web.json_response({"error": {"type": "VectorStoreError", "message": "not authorised"}}, status=401)
+            return web.json_response({"error": {"type": "NotAuthorised", "message": "not authorised"}}, status=401)
         try:
             call = await request.json()
             result = await asyncio.to_thread(_answer, self.store, call["op"], call.get("args", {}))
@@ -172,14 +179,18 @@ class QueryServer:
         return web.json_response({"result": result})
 
 
-def _answer(store: Guarded, op: str, a: dict[str, Any]) -> Any:
-    """One read, as JSON."""
+def _answer(store: VectorStore, op: str, a: dict[str, Any]) -> Any:
+    """One read, as JSON (a space filter only where the store has one: the Qdrant backends)."""
+    space = a.get("space")
     if op == "search":
         vector = np.asarray(a["vector"], dtype=np.float32)
-        hits = store.search(a["name"], vector, int(a["limit"]), space=a.get("space"))
+        if isinstance(store, QdrantStore):
+            hits = store.search(a["name"], vector, int(a["limit"]), space=space)
+        else:
+            hits = store.search(a["name"], vector, int(a["limit"]))
         return [[h.id, h.score, h.payload] for h in hits]
     if op == "count":
-        return store.count(a["name"], space=a.get("space"))
+        return store.count(a["name"], space=space) if isinstance(store, QdrantStore) else store.count(a["name"])
     if op == "dim":
         return store.dim(a["name"])
     if op == "retrieve":
@@ -192,49 +203,38 @@ def _answer(store: Guarded, op: str, a: dict[str, Any]) -> Any:
     raise ValueError(f"unknown operation {op!r}")
 
 
-class SharedStore(QdrantStore):
-    """Another process's embedded store, read through the queries its owner serves."""
+class RemoteReads:
+    """The reading side: each call is one HTTP request to the owner's query server."""
+
+    path: Path
+    owner: int
 
     def __init__(self, path: Path, port: int, token: str, owner: int) -> None:
         self.path, self.owner = path, owner
         self._port, self._token = port, token
-
-    @classmethod
-    def connect(cls, path: Path, locked: StoreLockedError) -> SharedStore:
-        """The owner's query service, or ``locked`` again when the owner serves none (yet)."""
-        try:
-            info = json.loads((path / QUERY_FILE).read_text())
-            store = cls(path, int(info["port"]), str(info["token"]), int(info["pid"]))
-            store.collections()  # one round trip: the owner answers
-        except (OSError, ValueError, KeyError, VectorStoreError) as exc:
-            logger.debug("no query service for %s: %s", path, exc)
-            raise locked from None
-        logger.debug("reading vector store %s through its owner, pid %d", path, store.owner)
-        return store
 
     def _call(self, op: str, **args: Any) -> Any:
         conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=CALL_TIMEOUT_S)
         try:
             body = json.dumps({"op": op, "args": args})
             conn.request("POST", "/call", body, {"Authorization": f"Bearer {self._token}"})
-            response = conn.getresponse()
-            answer = json.loads(response.read())
+            answer = json.loads(conn.getresponse().read())
         except (OSError, ValueError) as exc:
-            why = f"vector store {self.path}: its owner (pid {self.owner}) did not answer: {exc}"
+            why = f"store {self.path}: its owner (pid {self.owner}) did not answer: {exc}"
             raise VectorStoreError(why) from None
         finally:
             conn.close()
         if "error" in answer:
             error = answer["error"]
+            if error["type"] == "NotAuthorised":
+                raise NotAuthorised(
+                    f"store {self.path}: its owner (pid {self.owner}) refused this reader's credentials"
+                )
             raise _ERRORS.get(error["type"], VectorStoreError)(error["message"])
         return answer["result"]
 
-    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, space: str | None = None) -> list[Hit]:
-        rows = self._call("search", name=name, vector=np.asarray(vector, np.float32).tolist(), limit=limit, space=space)
+    def _hits(self, rows: list[Any]) -> list[Hit]:
         return [Hit(i, float(s), p) for i, s, p in rows]
-
-    def count(self, name: str, *, space: str | None = None) -> int:
-        return int(self._call("count", name=name, space=space))
 
     def dim(self, name: str) -> int | None:
         found = self._call("dim", name=name)
@@ -266,6 +266,40 @@ class SharedStore(QdrantStore):
         pass  # nothing held: each call is one connection
 
     def _refuse(self) -> None:
-        raise VectorStoreError(
-            f"vector store {self.path} is open in pid {self.owner}: it can be read from here, not written"
-        )
+        raise VectorStoreError(f"store {self.path} is open in pid {self.owner}: it can be read from here, not written")
+
+
+class NotAuthorised(VectorStoreError):
+    """The owner refused the reader's token."""
+
+
+def read_query_file(path: Path) -> dict[str, Any]:
+    """The owner's query file (pid, port and what the token takes); OSError or ValueError when unusable."""
+    info = json.loads((path / QUERY_FILE).read_text())
+    if not isinstance(info, dict) or not {"pid", "port"} <= info.keys():
+        raise ValueError(f"{path / QUERY_FILE}: not a query file")
+    return info
+
+
+class SharedStore(RemoteReads, QdrantStore):
+    """Another process's embedded Qdrant store, read through the queries its owner serves."""
+
+    @classmethod
+    def connect(cls, path: Path, locked: StoreLockedError) -> SharedStore:
+        """The owner's query service, or ``locked`` again when the owner serves none (yet)."""
+        try:
+            info = read_query_file(path)
+            store = cls(path, int(info["port"]), str(info["token"]), int(info["pid"]))
+            store.collections()  # one round trip: the owner answers
+        except (OSError, ValueError, KeyError, VectorStoreError) as exc:
+            logger.debug("no query service for %s: %s", path, exc)
+            raise locked from None
+        logger.debug("reading vector store %s through its owner, pid %d", path, store.owner)
+        return store
+
+    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, space: str | None = None) -> list[Hit]:
+        vector_list = np.asarray(vector, np.float32).tolist()
+        return self._hits(self._call("search", name=name, vector=vector_list, limit=limit, space=space))
+
+    def count(self, name: str, *, space: str | None = None) -> int:
+        return int(self._call("count", name=name, space=space))

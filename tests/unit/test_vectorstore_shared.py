@@ -119,5 +119,5 @@ def test_a_wrong_token_is_refused(owned: tuple[Settings, Owner]) -> None:
     good = open_store(settings, readonly=True)
     assert isinstance(good, SharedStore)
     forged = SharedStore(good.path, good._port, "not-the-token", good.owner)
-    with pytest.raises(VectorStoreError, match="not authorised"):
+    with pytest.raises(VectorStoreError, match="refused this reader's credentials"):
         forged.collections()
