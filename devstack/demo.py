@@ -91,26 +91,29 @@ def run_demo(settings: DevSettings, *, query: str, keep_workers: bool = False) -
                 )
                 for p in images
             ]
+            models = QueryModels(settings)
             tracker = RunTracker(settings, run_id, len(requests))
-            publish(settings, requests, total=len(requests))
+            first = len(requests) // 2
             try:
+                # Half the photos, then the rest while the first are searched: search does not wait for ingest.
+                publish(settings, requests[:first], total=len(requests))
+                follow(tracker, workers, until=max(1, first // 2))
+                publish(settings, requests[first:], total=len(requests))
+                _search_while_ingesting(settings, query, models, tracker)
                 follow(tracker, workers)
             finally:
                 tracker.close()
             print(describe(run_id, tracker.progress))
+        _print_searches(settings, query, images[0], models)  # the workers still hold the stores
     finally:
         if not keep_workers:
             workers.stop()
-    if keep_workers and settings.qdrant.url is None:
-        print("searches skipped: sink-qdrant still holds the embedded store (--keep-workers)")
-    else:
-        _print_searches(settings, query, images[0])
     print("the stack keeps running; `mediavec dev down` stops it")
     return 0
 
 
-def _print_searches(settings: DevSettings, query: str, image: Path) -> None:
-    """The searches a user would run next, with every model they need loaded once for all three."""
+def _note_random_weights(settings: DevSettings) -> None:
+    """Say so, before the first search, when a model runs on random weights."""
     logging.getLogger("models").setLevel(logging.ERROR)  # the notice below says it plainly
     random = random_weight_models(settings)
     if random:
@@ -119,8 +122,19 @@ def _print_searches(settings: DevSettings, query: str, image: Path) -> None:
             "meaningless.\nGet real weights with `mediavec models pull` (on a machine with internet access; "
             "README, 'Model weights', says how to copy them from another), then run the demo again.\n"
         )
-    models = QueryModels(settings)
-    print(f'search --text "{query}":')
+
+
+def _search_while_ingesting(settings: DevSettings, query: str, models: QueryModels, tracker: RunTracker) -> None:
+    _note_random_weights(settings)
+    stored = tracker.poll(0.1).stored
+    hits = search(settings, text=query, collection=COLLECTION, limit=3, models=models)
+    print(f'\nsearch --text "{query}" while ingest goes on ({stored} of {tracker.progress.total} stored so far):')
+    print(format_hits(hits) + "\n")
+
+
+def _print_searches(settings: DevSettings, query: str, image: Path, models: QueryModels) -> None:
+    """The searches a user would run next, with every model they need loaded once for all three."""
+    print(f'\nsearch --text "{query}":')
     print(format_hits(search(settings, text=query, collection=COLLECTION, limit=5, models=models)))
     print(f'\nsearch --text "{query}" --space all --per-space 3 (scenes, detected objects, grid patches, text):')
     every = search(settings, text=query, collection=COLLECTION, limit=12, space="all", per_space=3, models=models)

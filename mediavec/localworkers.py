@@ -49,10 +49,14 @@ class LocalWorkers:
                 p.kill()
 
 
-def follow(tracker: RunTracker, workers: LocalWorkers, *, unit: str = "img", timeout_s: float = 3600) -> None:
-    """A live bar until the run is done (stored, skipped or failed): rate, success rate, ETA; fails if a worker dies."""
+def follow(
+    tracker: RunTracker, workers: LocalWorkers, *, unit: str = "img", timeout_s: float = 3600, until: int | None = None
+) -> None:
+    """A live bar until the run is done (stored, skipped or failed), or ``until`` of it is: rate, success
+    rate, ETA; fails if a worker dies."""
     total = tracker.progress.total
-    bar = tqdm(total=total, unit=unit, desc="stored")
+    goal = total if until is None else min(until, total)
+    bar = tqdm(total=total, unit=unit, desc="stored", leave=goal >= total)
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
@@ -62,7 +66,7 @@ def follow(tracker: RunTracker, workers: LocalWorkers, *, unit: str = "img", tim
                 stored=prog.stored, skipped=prog.skipped, failed=prog.failed, success=f"{prog.success_rate:.0%}"
             )
             bar.refresh()
-            if prog.done >= total:
+            if prog.done >= goal:
                 return
             if workers.dead():
                 raise RuntimeError(f"worker(s) {workers.dead()} exited; see their logs in {workers.log_dir}")
