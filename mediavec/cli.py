@@ -15,6 +15,7 @@ from mediavec.cli_errors import EXIT_USAGE, CliError, report, require_broker
 from mediavec.cli_models import add_models
 from mediavec.cli_plugins import needs_broker, plugins
 from mediavec.cli_publish import add_publish
+from mediavec.service.cli import add_serve
 from mediavec.settings import Settings, load_settings
 from schemas.spaces import ALL_SPACES
 
@@ -272,6 +273,7 @@ def parser() -> argparse.ArgumentParser:
 
     add_publish(sub)
     add_models(sub)
+    add_serve(sub)
 
     s = sub.add_parser("search", help="search stored vectors by text or image")
     g = s.add_mutually_exclusive_group(required=True)

@@ -51,11 +51,14 @@ class Query:
     image: Image.Image | None = None
 
     @classmethod
-    def of(cls, text: str | None = None, image: Path | None = None) -> Query:
+    def of(cls, text: str | None = None, image: Path | Image.Image | None = None) -> Query:
+        """A text query, or an image query from a file or a decoded image."""
         if (text is None) == (image is None):
             raise SearchError("give a text or an image (one of them)")
         if image is None:
             return cls(text=text)
+        if isinstance(image, Image.Image):
+            return cls(image=image.convert("RGB"))
         with Image.open(image) as im:
             return cls(image=im.convert("RGB"))
 

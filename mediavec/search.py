@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from PIL import Image
 
 from mediavec.query_models import Query, QueryModels, Role, SearchError, Target, model_settings
 from mediavec.settings import Settings
@@ -139,7 +140,7 @@ def search(
     settings: Settings,
     *,
     text: str | None = None,
-    image: Path | None = None,
+    image: Path | Image.Image | None = None,
     collection: str = "default",
     limit: int = 10,
     space: str = "scene",

@@ -10,10 +10,13 @@ from __future__ import annotations
 from functools import cache
 
 from consumers.settings import ConsumerSettings
+from mediavec.service.settings import ServeSettings
 
 
 class Settings(ConsumerSettings):
     """Every setting of every mediavec service."""
+
+    serve: ServeSettings = ServeSettings()
 
 
 @cache
