@@ -28,6 +28,14 @@ def _serve(args: argparse.Namespace) -> int:
         serve = settings.serve.model_validate(settings.serve.model_dump() | update)
         settings = settings.model_copy(update={"serve": serve})
     host, port = settings.serve.host, settings.serve.port
-    print(f"mediavec serve: http://{host}:{port} (the API: /openapi.json)", flush=True)
-    web.run_app(make_app(settings), host=host, port=port, print=None, access_log=logger, shutdown_timeout=5)
+    listening = f"mediavec serve: http://{host}:{port} (the API: /openapi.json)"
+    # Said once the port is bound (aiohttp calls ``print`` then): a taken port fails before it, in one line.
+    web.run_app(
+        make_app(settings),
+        host=host,
+        port=port,
+        print=lambda _started: print(listening, flush=True),
+        access_log=logger,
+        shutdown_timeout=5,
+    )
     return 0

@@ -133,6 +133,8 @@ CASES = [
     ),
     usage("search"),
     Case(("spaces",), "Qdrant down", "Qdrant at http://127.0.0.1:{dead}", QDRANT_DOWN),
+    Case(("serve", "--port", "{busy}"), "port taken", "address already in use"),
+    usage("serve", "--port", "eighty"),
     usage("spaces", "--bogus"),
     # aliases
     Case(("alias", "set", "shop", "--to", "shop-v2"), "no weights", "weights: No weights for open_clip"),

@@ -13,7 +13,7 @@ off-by-one frame in every codec.
 from __future__ import annotations
 
 import io
-import os
+import random
 from pathlib import Path
 
 import pytest
@@ -138,7 +138,10 @@ def test_mp4_cut_before_its_index_is_truncated(encoded: dict[str, Path]) -> None
     assert result.frames == []
 
 
-@pytest.mark.parametrize("data", [os.urandom(200_000), b"<!doctype html><html><body>moved</body></html>"])
+# Fixed noise: fresh os.urandom bytes are, once in a while, a stream FFmpeg can decode a frame of.
+@pytest.mark.parametrize(
+    "data", [random.Random(0).randbytes(200_000), b"<!doctype html><html><body>moved</body></html>"]
+)
 def test_bytes_that_are_no_video_are_refused(data: bytes) -> None:
     result = sample_segment(data, 0, 5, 1)
     assert result.error is not None and result.error.error_class == "not_a_video"
