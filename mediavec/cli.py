@@ -65,15 +65,11 @@ def _check_partitions(stage: str, workers: int) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from mediavec.search import default_stores, format_hits, search
+    from mediavec.search import format_hits, search, store_choice
     from stores.vectorstore import UnknownCollectionError
 
     settings = load_settings()
-    stores = (
-        default_stores(settings)
-        if args.store == "auto"
-        else (("qdrant", "encrypted") if args.store == "all" else (args.store,))
-    )
+    stores = store_choice(settings, args.store)
     try:
         hits = search(
             settings,

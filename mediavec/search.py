@@ -63,6 +63,7 @@ __all__ = [
     "resolve_base",
     "resolve_collection",
     "search",
+    "store_choice",
 ]
 
 logger = logging.getLogger(__name__)
@@ -210,6 +211,13 @@ def default_stores(settings: Settings) -> tuple[str, ...]:
     """Qdrant, plus the encrypted index when a key for it is configured."""
     enc = settings.encindex
     return ("qdrant", "encrypted") if (enc.key_file or enc.key_env) else ("qdrant",)
+
+
+def store_choice(settings: Settings, choice: str) -> tuple[str, ...]:
+    """The stores a search reads for a ``--store`` (or the service's ``store``) choice."""
+    if choice == "auto":
+        return default_stores(settings)
+    return ("qdrant", "encrypted") if choice == "all" else (choice,)
 
 
 def random_weight_models(settings: Settings) -> list[str]:

@@ -27,7 +27,7 @@ from mediavec import __version__
 from mediavec.appserver import AppServer
 from mediavec.cli_errors import mask, one_line, secret_values
 from mediavec.query_models import QueryModels
-from mediavec.search import default_stores, layout, search
+from mediavec.search import layout, search, store_choice
 from mediavec.service.api import (
     COLLECTION_PATTERN,
     ENDPOINTS,
@@ -96,13 +96,6 @@ class SearchService:
         """Raise unless the vector store opens read-only and lists its collections."""
         with open_store(self.settings, readonly=True) as store:
             store.collections()
-
-
-def store_choice(settings: Settings, choice: str) -> tuple[str, ...]:
-    """The stores a search reads for the ``store`` field (as ``mediavec search --store``)."""
-    if choice == "auto":
-        return default_stores(settings)
-    return ("qdrant", "encrypted") if choice == "all" else (choice,)
 
 
 SERVICE = web.AppKey("service", SearchService)

@@ -263,7 +263,7 @@ class RemoteReads:
         self._refuse()
 
     def close(self) -> None:
-        pass  # nothing held: each call is one connection
+        """Nothing to release: each call opens and closes its own connection."""
 
     def _refuse(self) -> None:
         raise VectorStoreError(f"store {self.path} is open in pid {self.owner}: it can be read from here, not written")
