@@ -24,6 +24,23 @@ class QdrantSettings(BaseModel):
     timeout_s: int = Field(30, description="Per-request timeout against a server.")
     path: Path | None = Field(None, description="Embedded store directory (default DATA_DIR/qdrant).")
     backend: Literal["edge", "local"] = Field("edge", description="Embedded backend when url is unset.")
+    optimize_after_points: int = Field(
+        20_000,
+        ge=0,
+        description="Edge store: rebuild a collection's HNSW index (in a child process, ingest goes on) once "
+        "this many points were written since its last rebuild; 0 = never (every search scans).",
+    )
+    optimize_growth: float = Field(
+        0.1,
+        ge=0.0,
+        description="Edge store: and once the points written since the last rebuild reach this fraction of "
+        "the collection (so a large collection is not copied for every few new points).",
+    )
+    hnsw_ef: int = Field(
+        128,
+        ge=1,
+        description="Edge store: candidates an HNSW search keeps; higher finds more of the true nearest, slower.",
+    )
 
 
 class PostgresSettings(BaseModel):

@@ -20,6 +20,7 @@ import numpy as np
 
 from stores.encindex.keys import IndexKey
 from stores.vectorstore.base import Hit, StoreLockedError, VectorStore, VectorStoreError
+from stores.vectorstore.filters import SearchFilter
 from stores.vectorstore.shared import NotAuthorised, QueryServer, RemoteReads, read_query_file
 
 if TYPE_CHECKING:
@@ -60,9 +61,10 @@ class SharedEncryptedStore(RemoteReads, VectorStore):
         logger.debug("reading encrypted store %s through its owner, pid %d", path, store.owner)
         return store
 
-    def search(self, name: str, vector: np.ndarray, limit: int = 10) -> list[Hit]:
+    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, where: SearchFilter | None = None) -> list[Hit]:
         vector_list = np.asarray(vector, np.float32).tolist()
-        return self._hits(self._call("search", name=name, vector=vector_list, limit=limit))
+        wire = where.to_json() if where else None
+        return self._hits(self._call("search", name=name, vector=vector_list, limit=limit, where=wire))
 
     def count(self, name: str) -> int:
         return int(self._call("count", name=name))

@@ -57,12 +57,15 @@ from stores.vectorstore.base import (
     check_name,
     check_query,
 )
+from stores.vectorstore.filters import SearchFilter
 from stores.vectorstore.lock import DirLock
 from stores.vectorstore.shared import QueryServer
 
 logger = logging.getLogger(__name__)
 
 BACKEND = "cyborgdb"
+_WIDEN = 8  # a filtered search asks for this many times more candidates per round
+_MIN_CANDIDATES = 64
 MAX_COLLECTION_NAME = 200  # shard names add ~14 characters; the engine's file names stop at 255
 
 
@@ -263,21 +266,46 @@ class EncryptedStore(VectorStore):
 
     # -- reads -------------------------------------------------------------------------------
 
-    def search(self, name: str, vector: np.ndarray, limit: int = 10, n_probes: int | None = None) -> list[Hit]:
-        """The nearest points over every shard of the collection, best (highest cosine) first."""
+    def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        limit: int = 10,
+        n_probes: int | None = None,
+        *,
+        where: SearchFilter | None = None,
+    ) -> list[Hit]:
+        """The nearest points over every shard of the collection that meet ``where``, best (highest cosine) first.
+
+        The payloads are encrypted, so the engine cannot filter: a filtered search asks the shards
+        for more candidates than it needs (``_WIDEN`` times, then wider) until enough of them match
+        or every point was a candidate.
+        """
         with self._mutex:
             coll, shards = self._coll(name)
             query = np.asarray(check_query(vector, coll.dim), dtype=np.float32)
-            found: list[ShardHit] = []
-            for shard in shards:
-                found.extend(shard.query(query, limit, n_probes))
-            found.sort(key=lambda h: (-h.score, h.id))
-            top = found[: max(limit, 0)]
-            payloads: dict[str, dict[str, Any]] = {}
-            for shard in {h.shard for h in top}:
-                for pid, _, payload in shard.fetch([h.id for h in top if h.shard is shard], with_vectors=False):
-                    payloads[pid] = payload
-            return [Hit(h.id, h.score, payloads.get(h.id, {})) for h in top]
+            if not where:
+                return self._nearest(shards, query, limit, n_probes)
+            total = sum(s.count for s in shards)
+            want = min(total, max(limit * _WIDEN, _MIN_CANDIDATES))
+            while True:
+                hits = [h for h in self._nearest(shards, query, want, n_probes) if where.matches(h.id, h.payload)]
+                if len(hits) >= limit or want >= total:
+                    return hits[: max(limit, 0)]
+                want = min(total, want * _WIDEN)
+
+    @staticmethod
+    def _nearest(shards: list[Shard], query: np.ndarray, limit: int, n_probes: int | None) -> list[Hit]:
+        found: list[ShardHit] = []
+        for shard in shards:
+            found.extend(shard.query(query, limit, n_probes))
+        found.sort(key=lambda h: (-h.score, h.id))
+        top = found[: max(limit, 0)]
+        payloads: dict[str, dict[str, Any]] = {}
+        for shard in {h.shard for h in top}:
+            for pid, _, payload in shard.fetch([h.id for h in top if h.shard is shard], with_vectors=False):
+                payloads[pid] = payload
+        return [Hit(h.id, h.score, payloads.get(h.id, {})) for h in top]
 
     def count(self, name: str) -> int:
         with self._mutex:

@@ -27,6 +27,7 @@ from stores.vectorstore.base import (
     VectorStore,
     VectorStoreError,
 )
+from stores.vectorstore.filters import FilterError, SearchFilter
 
 if TYPE_CHECKING:
     from stores.settings import StoresSettings
@@ -36,9 +37,11 @@ __all__ = [
     "OFFSETS_COLLECTION",
     "SPACE_FIELD",
     "DimensionMismatchError",
+    "FilterError",
     "Hit",
     "Offsets",
     "QdrantStore",
+    "SearchFilter",
     "StoreLockedError",
     "StoredPoint",
     "UnknownCollectionError",
@@ -71,7 +74,12 @@ def open_store(settings: StoresSettings, *, readonly: bool = False) -> QdrantSto
         else:
             from stores.vectorstore.edge import EdgeStore
 
-            store = EdgeStore(path)
+            store = EdgeStore(
+                path,
+                optimize_after_points=qdrant.optimize_after_points,
+                optimize_growth=qdrant.optimize_growth,
+                hnsw_ef=qdrant.hnsw_ef,
+            )
     except StoreLockedError as locked:
         if not readonly:
             raise

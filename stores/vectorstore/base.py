@@ -23,12 +23,15 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from schemas.spaces import ALL_SPACES
 from streams.offsets import Offsets  # (topic, partition) -> the next offset to read
+
+if TYPE_CHECKING:
+    from stores.vectorstore.filters import SearchFilter
 
 OFFSETS_COLLECTION = "_mediavec_offsets"  # the server backend's offsets; reserved
 SPACE_FIELD = "space"  # the payload field naming a point's vector space
@@ -82,8 +85,8 @@ class VectorStore(ABC):
         """Insert or overwrite points; returns once they are durable."""
 
     @abstractmethod
-    def search(self, name: str, vector: np.ndarray, limit: int = 10) -> list[Hit]:
-        """The nearest points to one vector, best first."""
+    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, where: SearchFilter | None = None) -> list[Hit]:
+        """The nearest points to one vector that meet ``where``, best first."""
 
     @abstractmethod
     def count(self, name: str) -> int:
@@ -130,16 +133,24 @@ class QdrantStore(VectorStore):
     """A vector store whose collections hold several vector spaces (the Qdrant backends).
 
     The space filter is a keyword-only extension of :meth:`VectorStore.search`, so the encrypted
-    index (one collection per space, no payload filter) still satisfies the base contract.
+    index (one collection per space) still satisfies the base contract.
     """
 
     @abstractmethod
-    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, space: str | None = None) -> list[Hit]:
-        """The nearest points to one vector, best first; only points of ``space`` when given."""
+    def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        limit: int = 10,
+        *,
+        space: str | None = None,
+        where: SearchFilter | None = None,
+    ) -> list[Hit]:
+        """The nearest points to one vector, best first; only points of ``space`` (when given) that meet ``where``."""
 
     @abstractmethod
-    def count(self, name: str, *, space: str | None = None) -> int:
-        """Exact number of points in the collection (of ``space`` when given)."""
+    def count(self, name: str, *, space: str | None = None, where: SearchFilter | None = None) -> int:
+        """Exact number of points in the collection (of ``space`` and meeting ``where`` when given)."""
 
     def spaces(self, name: str) -> dict[str, int]:
         """The vector spaces the collection holds, with their point counts (empty ones left out)."""

@@ -46,6 +46,7 @@ from stores.vectorstore.base import (
     check_space,
     offset_point_id,
 )
+from stores.vectorstore.filters import SearchFilter
 from stores.vectorstore.lock import DirLock
 
 logger = logging.getLogger(__name__)
@@ -125,16 +126,29 @@ class ServerStore(QdrantStore):
         batch = models.Batch(ids=list(canonical_ids(ids)), vectors=rows, payloads=payloads)
         self._client.upsert(name, points=batch, wait=True)
 
-    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, space: str | None = None) -> list[Hit]:
+    def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        limit: int = 10,
+        *,
+        space: str | None = None,
+        where: SearchFilter | None = None,
+    ) -> list[Hit]:
         query = check_query(vector, self._dim(name))
         result = self._client.query_points(
-            name, query=query, query_filter=_space_filter(space), limit=limit, with_payload=True, with_vectors=False
+            name,
+            query=query,
+            query_filter=server_filter(space, where),
+            limit=limit,
+            with_payload=True,
+            with_vectors=False,
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
 
-    def count(self, name: str, *, space: str | None = None) -> int:
+    def count(self, name: str, *, space: str | None = None, where: SearchFilter | None = None) -> int:
         self._dim(name)
-        return int(self._client.count(name, count_filter=_space_filter(space), exact=True).count)
+        return int(self._client.count(name, count_filter=server_filter(space, where), exact=True).count)
 
     def retrieve(self, name: str, ids: list[str], with_vectors: bool = True) -> list[StoredPoint]:
         self._dim(name)
@@ -208,11 +222,27 @@ def _vector_params(dim: int) -> models.VectorParams:
     return models.VectorParams(size=dim, distance=models.Distance.COSINE, datatype=models.Datatype.FLOAT16)
 
 
-def _space_filter(space: str | None) -> models.Filter | None:
+def server_filter(space: str | None, where: SearchFilter | None) -> models.Filter | None:
+    """The space and the filter's conditions as a Qdrant server filter (None: no condition)."""
     space = check_space(space)
-    if space is None:
+    must: list[Any] = (
+        [] if space is None else [models.FieldCondition(key=SPACE_FIELD, match=models.MatchValue(value=space))]
+    )
+    must_not: list[Any] = []
+    if where:
+        if where.media_ids:
+            must.append(models.FieldCondition(key="media_id", match=models.MatchAny(any=list(where.media_ids))))
+        if where.labels:
+            must.append(models.FieldCondition(key="label", match=models.MatchAny(any=list(where.labels))))
+        if where.timed:
+            span = models.Range(gte=where.time_from_s, lte=where.time_to_s)
+            must.append(models.FieldCondition(key="timestamp_s", range=span))
+        must += [models.FieldCondition(key=f"meta.{k}", match=models.MatchValue(value=v)) for k, v in where.meta]
+        if where.exclude_ids:
+            must_not.append(models.HasIdCondition(has_id=list(where.exclude_ids)))
+    if not must and not must_not:
         return None
-    return models.Filter(must=[models.FieldCondition(key=SPACE_FIELD, match=models.MatchValue(value=space))])
+    return models.Filter(must=must or None, must_not=must_not or None)
 
 
 def _stored_point(record: models.Record, with_vectors: bool) -> StoredPoint:

@@ -42,6 +42,7 @@ from stores.vectorstore.base import (
     VectorStore,
     VectorStoreError,
 )
+from stores.vectorstore.filters import SearchFilter
 from stores.vectorstore.lock import write_atomic
 from streams.loopthread import LoopThread
 
@@ -76,11 +77,19 @@ class Guarded(QdrantStore):
     def upsert(self, name: str, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         self._do(lambda: self.inner.upsert(name, ids, vectors, payloads))
 
-    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, space: str | None = None) -> list[Hit]:
-        return self._do(lambda: self.inner.search(name, vector, limit, space=space))
+    def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        limit: int = 10,
+        *,
+        space: str | None = None,
+        where: SearchFilter | None = None,
+    ) -> list[Hit]:
+        return self._do(lambda: self.inner.search(name, vector, limit, space=space, where=where))
 
-    def count(self, name: str, *, space: str | None = None) -> int:
-        return self._do(lambda: self.inner.count(name, space=space))
+    def count(self, name: str, *, space: str | None = None, where: SearchFilter | None = None) -> int:
+        return self._do(lambda: self.inner.count(name, space=space, where=where))
 
     def dim(self, name: str) -> int | None:
         return self._do(lambda: self.inner.dim(name))
@@ -180,17 +189,20 @@ class QueryServer:
 
 
 def _answer(store: VectorStore, op: str, a: dict[str, Any]) -> Any:
-    """One read, as JSON (a space filter only where the store has one: the Qdrant backends)."""
+    """One read, as JSON (a space only where the store has spaces: the Qdrant backends)."""
     space = a.get("space")
     if op == "search":
         vector = np.asarray(a["vector"], dtype=np.float32)
+        where = SearchFilter.from_json(a.get("where"))
         if isinstance(store, QdrantStore):
-            hits = store.search(a["name"], vector, int(a["limit"]), space=space)
+            hits = store.search(a["name"], vector, int(a["limit"]), space=space, where=where)
         else:
-            hits = store.search(a["name"], vector, int(a["limit"]))
+            hits = store.search(a["name"], vector, int(a["limit"]), where=where)
         return [[h.id, h.score, h.payload] for h in hits]
     if op == "count":
-        return store.count(a["name"], space=space) if isinstance(store, QdrantStore) else store.count(a["name"])
+        if isinstance(store, QdrantStore):
+            return store.count(a["name"], space=space, where=SearchFilter.from_json(a.get("where")))
+        return store.count(a["name"])
     if op == "dim":
         return store.dim(a["name"])
     if op == "retrieve":
@@ -297,9 +309,23 @@ class SharedStore(RemoteReads, QdrantStore):
         logger.debug("reading vector store %s through its owner, pid %d", path, store.owner)
         return store
 
-    def search(self, name: str, vector: np.ndarray, limit: int = 10, *, space: str | None = None) -> list[Hit]:
+    def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        limit: int = 10,
+        *,
+        space: str | None = None,
+        where: SearchFilter | None = None,
+    ) -> list[Hit]:
         vector_list = np.asarray(vector, np.float32).tolist()
-        return self._hits(self._call("search", name=name, vector=vector_list, limit=limit, space=space))
+        return self._hits(
+            self._call("search", name=name, vector=vector_list, limit=limit, space=space, where=_wire(where))
+        )
 
-    def count(self, name: str, *, space: str | None = None) -> int:
-        return int(self._call("count", name=name, space=space))
+    def count(self, name: str, *, space: str | None = None, where: SearchFilter | None = None) -> int:
+        return int(self._call("count", name=name, space=space, where=_wire(where)))
+
+
+def _wire(where: SearchFilter | None) -> dict[str, Any] | None:
+    return where.to_json() if where else None
