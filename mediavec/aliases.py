@@ -15,9 +15,12 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mediavec.settings import Settings
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class AliasBook(ABC):
@@ -162,9 +165,18 @@ def _drop_rows(settings: Settings, version: str) -> list[str]:
 
     try:
         with connect(settings) as conn:
-            n = conn.execute("DELETE FROM frame_metadata WHERE collection = %s", (version,)).rowcount
-    except psycopg.errors.UndefinedTable:
-        return []  # no metadata sink has run against this database
+            n = _delete_rows(conn, "frame_metadata", version)
+            _delete_rows(conn, "frame_thumbnails", version)
     except psycopg.OperationalError:
         return []  # no PostgreSQL configured or reachable: nothing of this version lives there
     return [f"{n} rows of collection {version}"] if n else []
+
+
+def _delete_rows(conn: psycopg.Connection[Any], table: str, version: str) -> int:
+    """Delete a version's rows from one metadata table (autocommit); 0 when no sink made the table yet."""
+    import psycopg
+
+    try:
+        return conn.execute(f"DELETE FROM {table} WHERE collection = %s", (version,)).rowcount
+    except psycopg.errors.UndefinedTable:
+        return 0

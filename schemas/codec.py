@@ -26,6 +26,7 @@ from schemas.limits import (
     MAX_REQUEST_BYTES,
     SchemaError,
     check_collection,
+    check_frame_view,
     check_metadata,
     check_options_json,
     check_request_limits,
@@ -45,7 +46,7 @@ def request_validator() -> jsonschema.Draft202012Validator:
 
 # The version each event is written in. Every earlier version still decodes: its fingerprint picks
 # the writer schema and Avro schema resolution fills the newer fields with their defaults.
-CURRENT_VERSION = {"frame": 1, "vector_batch": 1, "dead_letter": 2}
+CURRENT_VERSION = {"frame": 1, "vector_batch": 2, "dead_letter": 2}
 
 
 @cache
@@ -166,6 +167,9 @@ def encode_vector_batch(batch: VectorBatch) -> bytes:
         "metadata": dict(batch.metadata),
         "run_id": batch.run_id,
         "published_at": batch.published_at,
+        "frame_width": batch.frame_width,
+        "frame_height": batch.frame_height,
+        "thumbnail": batch.thumbnail,
     }
     return _encode("vector_batch", record)
 
@@ -177,6 +181,7 @@ def decode_vector_batch(data: bytes) -> VectorBatch:
         raise SchemaError(f"vector payload has {len(raw)} bytes, expected {2 * max(dim, 0) * len(rows_in)}")
     vectors = np.frombuffer(raw, dtype="<f2").reshape(len(rows_in), dim).astype(np.float16)
     check_vector_batch(rec["model"], rec["collection"], dim, vectors, rows_in, rec["metadata"])
+    check_frame_view(rec["frame_width"], rec["frame_height"], rec["thumbnail"])
     rows = tuple(VectorRow(**{**r, "box": tuple(r["box"]) if r["box"] is not None else None}) for r in rec["rows"])
     return VectorBatch(
         model=rec["model"],
@@ -188,6 +193,9 @@ def decode_vector_batch(data: bytes) -> VectorBatch:
         metadata=rec["metadata"],
         run_id=rec["run_id"],
         published_at=rec["published_at"],
+        frame_width=rec["frame_width"],
+        frame_height=rec["frame_height"],
+        thumbnail=rec["thumbnail"],
     )
 
 

@@ -47,6 +47,8 @@ def row_payload(batch: VectorBatch, row: VectorRow) -> dict[str, Any]:
         "run_id": batch.run_id,
         "meta": dict(batch.metadata),  # the request's string->string metadata, one level deep
         "published_at": batch.published_at,
+        "frame_width": batch.frame_width or None,  # the pixel space of box; None: unknown (a v1 batch)
+        "frame_height": batch.frame_height or None,
     }
 
 

@@ -30,6 +30,9 @@ MAX_JSON_DEPTH = 8  # nesting of objects and arrays in a request (the request it
 MAX_DIM = 8192  # vector width
 MAX_ROWS = 4096  # vectors in one batch (one frame of one model)
 MAX_TEXT = 4096  # a row's label, a source URL, a model id
+MAX_FRAME_SIDE = 8192  # a vector batch's frame_width and frame_height, in pixels
+MAX_THUMBNAIL_BYTES = 64 * 1024  # a vector batch's thumbnail JPEG (128 px at quality 70 is a few KiB)
+JPEG_MAGIC = b"\xff\xd8"  # start of image: what a thumbnail must begin with to be served as image/jpeg
 COLLECTION_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -122,3 +125,16 @@ def _check_row(row: Mapping[str, Any]) -> None:
         raise SchemaError(f"point {row['point_id']}: box must be 4 finite numbers")
     if len(row.get("label") or "") > MAX_TEXT or not row.get("media_id"):
         raise SchemaError(f"point {row['point_id']}: empty media id or label over {MAX_TEXT} characters")
+
+
+def check_frame_view(width: int, height: int, thumbnail: bytes | None) -> None:
+    """A vector batch's frame size (both 0: unknown, else both 1..MAX_FRAME_SIDE) and its thumbnail JPEG."""
+    sides_ok = all(0 < v <= MAX_FRAME_SIDE for v in (width, height)) or width == height == 0
+    if not sides_ok:
+        raise SchemaError(f"frame size {width}x{height} outside 1..{MAX_FRAME_SIDE} (or 0x0 for unknown)")
+    if thumbnail is None:
+        return
+    if len(thumbnail) > MAX_THUMBNAIL_BYTES:
+        raise SchemaError(f"thumbnail is {len(thumbnail)} bytes, over the limit of {MAX_THUMBNAIL_BYTES}")
+    if not thumbnail.startswith(JPEG_MAGIC):
+        raise SchemaError("thumbnail is not a JPEG (no FF D8 start-of-image marker)")

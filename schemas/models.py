@@ -73,7 +73,11 @@ class VectorRow:
 
 @dataclass(frozen=True)
 class VectorBatch:
-    """vector_batch v1: the vectors of one frame, fp16 (Avro on the vectors topic)."""
+    """vector_batch v2: the vectors of one frame, fp16 (Avro on the vectors topic).
+
+    v2 adds the frame's size (the pixel space of the boxes; 0 when a v1 writer did not say) and
+    a small JPEG of the frame, carried by one batch of the frame only (schemas/README.md).
+    """
 
     model: str
     vectors: np.ndarray  # shape (len(rows), dim), dtype float16
@@ -84,6 +88,9 @@ class VectorBatch:
     metadata: dict[str, str] = field(default_factory=dict)
     run_id: str = ""
     published_at: float = 0.0
+    frame_width: int = 0
+    frame_height: int = 0
+    thumbnail: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.vectors.dtype != np.float16 or self.vectors.ndim != 2:

@@ -240,6 +240,9 @@ def _batch_values(draw: st.DrawFn) -> tuple[str, bytes | None]:
         "nul": {"metadata": {"k": "a\x00b"}},
         "dim": {"vectors": np.zeros((2, 0), np.float16)},
         "empty_model": {"model": ""},
+        "thumbnail": {"thumbnail": b"\xff\xd8" + b"x" * (65 * 1024)},
+        "not_jpeg": {"thumbnail": b"GIF89a"},
+        "frame_size": {"frame_width": -1, "frame_height": 9},
         "inf_score": {"rows": (VectorRow(scene.point_id, "scene", media, 0, float("inf"), score=float("nan")), obj)},
     }
     name = draw(st.sampled_from(sorted(bad_rows)))

@@ -1,4 +1,4 @@
-"""Settings of the embed stage: input batches, model queues, the spaces it produces."""
+"""Settings of the embed stage: input batches, model queues, the spaces it produces, thumbnails."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ from pydantic import BaseModel, Field
 
 from schemas.spaces import ALL_SPACES, SpaceName
 from streams.settings import SECTION
+
+# A thumbnail rides on a vector batch and must stay within schemas.limits.MAX_THUMBNAIL_BYTES:
+# 512 px at quality 95 of a busy frame is about 60 KiB; the default 128 px at 70 is about 5 KiB.
+MAX_THUMBNAIL_SIDE = 512
 
 
 class EmbedSettings(BaseModel):
@@ -22,3 +26,7 @@ class EmbedSettings(BaseModel):
     preprocess_workers: int = Field(2, description="Threads decoding, cropping and preprocessing images.")
     grid: int = Field(4, description="Patch grid side: grid x grid patches per frame.")
     prompt_bank: tuple[str, ...] = Field((), description="Prompts scored against the grid; empty: the built-in bank.")
+    thumbnail_side: int = Field(
+        128, ge=0, le=MAX_THUMBNAIL_SIDE, description="Longest side in pixels of each frame's thumbnail; 0: none."
+    )
+    thumbnail_quality: int = Field(70, ge=1, le=95, description="JPEG quality of the thumbnails.")

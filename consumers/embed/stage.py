@@ -9,6 +9,10 @@ per model call, pooling frames and crops across the whole batch), then emit per 
 - the concept model's batch: grid rows;
 - the face model's batch: face rows; the MiniLM batch: text rows when that backend is set.
 
+Every batch of a frame carries the frame's size (the pixel space of its boxes); the one holding
+the scene row (or, without a scene space, the frame's first) also carries a small JPEG thumbnail
+made from the image decoded here (``thumbnail.py``), which sink-postgres keeps for the service.
+
 Vectors leave at their stored width (``store_dim``: truncated and renormalised) as fp16 unit rows;
 faces keep their 128 dimensions. A model fault (out of memory, a lost device) retries the whole
 batch; a frame that fails alone in a model goes to the DLQ. No Kafka here.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,6 +31,7 @@ from PIL import Image
 
 import schemas
 from consumers.embed.pipeline import FramePipeline, FrameVectors, Row
+from consumers.embed.thumbnail import FrameView, frame_view
 from consumers.registry import EMBED
 from consumers.settings import ConsumerSettings
 from models.bundle import EmbedModels, stored
@@ -86,15 +92,16 @@ class VectorWriter:
         self.model_ids[key] = model_id
         self.store_dims[key] = dim
 
-    def outputs(self, frame: Frame, vectors: FrameVectors) -> list[OutputRecord]:
+    def outputs(self, frame: Frame, vectors: FrameVectors, view: FrameView) -> list[OutputRecord]:
+        groups = [(key, rows) for key, rows in vectors.by_model.items() if rows]
+        carrier = _thumbnail_carrier(groups)
         out = []
-        for key, rows in vectors.by_model.items():
-            if rows:
-                batch = self.batch(frame, key, rows)
-                out.append(OutputRecord("vectors", frame.media_id.encode(), schemas.encode_vector_batch(batch)))
+        for i, (key, rows) in enumerate(groups):
+            batch = self.batch(frame, key, rows, view if i == carrier else replace(view, thumbnail=None))
+            out.append(OutputRecord("vectors", frame.media_id.encode(), schemas.encode_vector_batch(batch)))
         return out
 
-    def batch(self, frame: Frame, key: str, rows: list[Row]) -> VectorBatch:
+    def batch(self, frame: Frame, key: str, rows: list[Row], view: FrameView) -> VectorBatch:
         model = self.model_ids[key]
         matrix = stored(np.stack([r.vector for r in rows]), self.store_dims[key])
         return VectorBatch(
@@ -107,7 +114,15 @@ class VectorWriter:
             metadata=dict(frame.metadata),
             run_id=frame.run_id,
             published_at=frame.published_at,
+            frame_width=view.width,
+            frame_height=view.height,
+            thumbnail=view.thumbnail,
         )
+
+
+def _thumbnail_carrier(groups: Sequence[tuple[str, list[Row]]]) -> int:
+    """Which of a frame's batches carries its thumbnail: the one with the scene row, else the first."""
+    return next((i for i, (_, rows) in enumerate(groups) if any(r.space == "scene" for r in rows)), 0)
 
 
 def _vector_row(model: str, frame: Frame, row: Row) -> VectorRow:
@@ -177,25 +192,27 @@ class EmbedStage:
         decoded = [_decode_record(record) for record in batch]
         good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, Failure)]
         frames = [d[0] for _, d in good]
+        e = self._settings.embed
+        views = [frame_view(d[1], e.thumbnail_side, e.thumbnail_quality) for _, d in good]
         vectors = self._pipeline.run([d[1] for _, d in good], [frame_prompts(f) for f in frames])
         failed = [v for v in vectors if isinstance(v, Exception)]
         if failed and len(failed) == len(vectors):
             logger.warning("every frame of a batch of %d failed in a model, retrying: %s", len(vectors), failed[0])
             raise RetryBatch(f"model call failed: {type(failed[0]).__name__}: {failed[0]}")
         results: list[Result] = [d if isinstance(d, Failure) else [] for d in decoded]
-        for (slot, _), frame, v in zip(good, frames, vectors, strict=True):
-            results[slot] = self._result(frame, v)
+        for (slot, _), frame, view, v in zip(good, frames, views, vectors, strict=True):
+            results[slot] = self._result(frame, view, v)
         self._trimmer.maybe_trim()  # what a large batch freed goes back; RSS stays what is held
         return results
 
-    def _result(self, frame: Frame, vectors: FrameVectors | Exception) -> Result:
+    def _result(self, frame: Frame, view: FrameView, vectors: FrameVectors | Exception) -> Result:
         assert self._writer is not None
         if isinstance(vectors, Exception):
             reason = f"frame {frame.frame_index}: a model failed on it: {type(vectors).__name__}: {vectors}"
             return Failure("model_failed_on_frame", reason, media_id=frame.media_id)
         self.frames_done += 1
         self.vectors_done += vectors.count
-        return self._writer.outputs(frame, vectors)
+        return self._writer.outputs(frame, vectors, view)
 
     def close(self) -> None:
         if self._pipeline is not None:

@@ -1,4 +1,5 @@
-"""sink-postgres's pure part: one vector batch record -> the ``frame_metadata`` rows it yields.
+"""sink-postgres's pure part: one vector batch record -> the ``frame_metadata`` rows it yields,
+and the ``frame_thumbnails`` row when the batch carries its frame's thumbnail.
 
 No Kafka and no database here. Every vector row of the batch becomes one metadata row (the
 vectors themselves live in the vector stores); the batch-level fields (model, collection, source
@@ -10,7 +11,8 @@ same ``(point_id, ingested_at)`` key, and the insert is a no-op instead of a sec
 (PostgreSQL requires the partition key in every unique key of a partitioned table, so the key
 cannot be ``point_id`` alone.) A deliberate reprocess of a frame is a new record with a new
 timestamp, so it adds a row rather than overwriting one: the table is an ingest log, and the
-current row of a point is the one with the latest ``ingested_at``.
+current row of a point is the one with the latest ``ingested_at``. Thumbnails follow the same
+rule under the key ``(media_id, frame_index, ingested_at)``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,24 @@ class FrameRow(NamedTuple):
 
 
 COLUMNS: tuple[str, ...] = FrameRow._fields
+
+
+class ThumbnailRow(NamedTuple):
+    """One row of ``frame_thumbnails``, fields in the table's column order."""
+
+    media_id: str
+    frame_index: int
+    ingested_at: datetime
+    width: int  # of the frame (the space of its boxes), not of the JPEG
+    height: int
+    jpeg: bytes
+    collection: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+
+THUMBNAIL_COLUMNS: tuple[str, ...] = ThumbnailRow._fields
 _NO_BOX: tuple[None, None, None, None] = (None, None, None, None)
 
 
@@ -110,6 +130,28 @@ def rows_from_batch(batch: VectorBatch, record: InputRecord) -> list[FrameRow]:
             )
         )
     return out
+
+
+def thumbnail_rows(batch: VectorBatch, record: InputRecord) -> list[ThumbnailRow]:
+    """The thumbnail row of one vector batch: one when it carries its frame's thumbnail, else none."""
+    if batch.thumbnail is None or not batch.rows:
+        return []
+    first = batch.rows[0]  # a batch holds the vectors of one frame
+    at = ingested_at(record.timestamp_ms, batch.published_at)
+    return [
+        ThumbnailRow(
+            first.media_id,
+            first.frame_index,
+            at,
+            batch.frame_width,
+            batch.frame_height,
+            batch.thumbnail,
+            batch.collection,
+            record.topic,
+            record.partition,
+            record.offset,
+        )
+    ]
 
 
 def problem(batch: VectorBatch, record: InputRecord) -> str | None:

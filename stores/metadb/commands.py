@@ -17,7 +17,10 @@ def migrate_database(settings: StoresSettings) -> list[int]:
 
 
 def drop_old_partitions(settings: StoresSettings, keep_days: int, today: date | None = None) -> list[str]:
-    """Drop the daily ``frame_metadata`` partitions older than ``keep_days`` days; return their names."""
+    """Drop the daily ``frame_metadata`` and ``frame_thumbnails`` partitions older than ``keep_days`` days.
+
+    Returns the names dropped, oldest day first.
+    """
     with connect(settings, application_name="mediavec.retention") as conn:
         migrate(conn)  # a fresh database has no frame_metadata yet
         return drop_partitions_older_than(conn, keep_days, today)

@@ -122,7 +122,12 @@ def test_dropping_old_partitions_removes_only_old_days(settings: Settings, sink:
     dropped = drop_old_partitions(settings, 7, today=today)
     with connect(settings) as conn:
         left = sorted(existing_partitions(conn))
-    assert dropped == ["frame_metadata_p20240310", "frame_metadata_p20240312"]
+    assert dropped == [
+        "frame_metadata_p20240310",
+        "frame_thumbnails_p20240310",
+        "frame_metadata_p20240312",
+        "frame_thumbnails_p20240312",
+    ]
     assert left == [date(2024, 3, 13), date(2024, 3, 20)]
     assert sorted(str(m) for (m,) in sql(settings, "SELECT media_id FROM frame_metadata")) == ["m2", "m3"]
 

@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from consumers.sink_postgres.sink import PostgresSink
-from consumers.sink_postgres.transform import COLUMNS
+from consumers.sink_postgres.transform import COLUMNS, THUMBNAIL_COLUMNS
 from devstack import postgres as devstack_postgres
 from devstack.settings import DevSettings
 from mediavec.settings import Settings
@@ -27,18 +27,19 @@ pytestmark = pytest.mark.integration
 
 def test_migrations_build_the_schema_once(settings: Settings) -> None:
     with connect(settings) as conn:
-        assert migrate(conn) == [1]
+        assert migrate(conn) == [1, 2]
         assert migrate(conn) == []
-        assert applied_versions(conn) == [1]
-        cols = conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'frame_metadata' "
-            "ORDER BY ordinal_position"
-        ).fetchall()
-        strategy = conn.execute(
-            "SELECT partstrat FROM pg_partitioned_table WHERE partrelid = 'frame_metadata'::regclass"
-        ).fetchone()
-    assert tuple(c for (c,) in cols) == COLUMNS
-    assert strategy == ("r",)
+        assert applied_versions(conn) == [1, 2]
+        for table, columns in (("frame_metadata", COLUMNS), ("frame_thumbnails", THUMBNAIL_COLUMNS)):
+            cols = conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s ORDER BY ordinal_position",
+                (table,),
+            ).fetchall()
+            strategy = conn.execute(
+                "SELECT partstrat FROM pg_partitioned_table WHERE partrelid = %s::regclass", (table,)
+            ).fetchone()
+            assert tuple(c for (c,) in cols) == columns
+            assert strategy == ("r",)
 
 
 def _write_files(folder: Path, files: dict[str, str]) -> Path:

@@ -192,3 +192,16 @@ def test_spaces_follow_the_setting(frames: dict[str, Frame], tmp_path: Path) -> 
     assert isinstance(result, list) and len(result) == 1
     batch = schemas.decode_vector_batch(result[0].value)
     assert batch.dim == 512 and {r.space for r in batch.rows} == {"scene", "object"}
+
+
+def test_every_batch_of_a_frame_says_its_size_and_one_carries_the_thumbnail(
+    batches: dict[str, list[VectorBatch]], frames: dict[str, Frame]
+) -> None:
+    for name, frame_batches in batches.items():
+        frame = frames[name]
+        assert len(frame_batches) >= 2  # vision and concept at least: the thumbnail must not repeat
+        assert {(b.frame_width, b.frame_height) for b in frame_batches} == {(frame.width, frame.height)}
+        carriers = [b for b in frame_batches if b.thumbnail is not None]
+        assert len(carriers) == 1 and "scene" in {r.space for r in carriers[0].rows}
+        with Image.open(io.BytesIO(carriers[0].thumbnail or b"")) as thumb:
+            assert thumb.format == "JPEG" and max(thumb.size) == 128

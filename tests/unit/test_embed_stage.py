@@ -16,8 +16,10 @@ import skimage
 from PIL import Image
 
 import schemas
+from consumers.embed.pipeline import FrameVectors, Row
 from consumers.embed.settings import EmbedSettings
-from consumers.embed.stage import EmbedStage, decode_image, embed_frames_in_memory
+from consumers.embed.stage import EmbedStage, VectorWriter, decode_image, embed_frames_in_memory
+from consumers.embed.thumbnail import FrameView, thumbnail_jpeg, thumbnail_size
 from mediavec.settings import Settings
 from models import ClipEmbedder
 from models.bundle import EmbedModels, stored
@@ -94,8 +96,8 @@ def frames() -> list[Frame]:
     return [make_frame(f"media-{i}", i, jpeg_of(p)) for i, p in enumerate(PHOTOS)]
 
 
-def stage_with(embedder: ClipEmbedder, batch_size: int = 64) -> EmbedStage:
-    settings = Settings(model=RANDOM, embed=EmbedSettings(batch_size=batch_size, spaces=("scene",)))
+def stage_with(embedder: ClipEmbedder, batch_size: int = 64, **embed: int) -> EmbedStage:
+    settings = Settings(model=RANDOM, embed=EmbedSettings(batch_size=batch_size, spaces=("scene",), **embed))
     stage = EmbedStage(settings, EmbedModels(vision=embedder))
     stage.start()
     return stage
@@ -193,3 +195,60 @@ def test_model_fault_retries_the_whole_batch(frames: list[Frame]) -> None:
     stage.close()
     with pytest.raises(RuntimeError, match="start"):
         stage.process([frame_record(frames[0], 0)])
+
+
+# -- thumbnails ------------------------------------------------------------------------------
+
+
+def test_each_frame_gets_its_size_and_a_128px_jpeg_thumbnail(embedder: ClipEmbedder, frames: list[Frame]) -> None:
+    results = stage_with(embedder).process([frame_record(f, i) for i, f in enumerate(frames)])
+    for frame, result in zip(frames, results, strict=True):
+        batch = vectors_of(result)
+        decoded = decode_image(frame.jpeg)
+        assert (batch.frame_width, batch.frame_height) == decoded.size  # the pixel space of the boxes
+        assert batch.thumbnail is not None and batch.thumbnail.startswith(b"\xff\xd8")
+        with Image.open(io.BytesIO(batch.thumbnail)) as thumb:
+            assert thumb.format == "JPEG" and thumb.mode == "RGB"
+            assert max(thumb.size) == 128 and thumb.size == thumbnail_size(*decoded.size, 128)
+            small = np.asarray(thumb.convert("RGB"), dtype=np.float32)
+        # It shows the frame: the frame scaled the same way differs only by JPEG noise.
+        expected = np.asarray(decoded.resize(thumb.size, Image.Resampling.BICUBIC), dtype=np.float32)
+        assert float(np.abs(small - expected).mean()) < 12.0
+        assert len(batch.thumbnail) < 16 * 1024
+
+
+def test_thumbnail_side_zero_means_no_thumbnail_but_the_frame_size_stays(
+    embedder: ClipEmbedder, frames: list[Frame]
+) -> None:
+    (result,) = stage_with(embedder, thumbnail_side=0).process([frame_record(frames[3], 0)])
+    batch = vectors_of(result)
+    assert batch.thumbnail is None
+    assert (batch.frame_width, batch.frame_height) == decode_image(frames[3].jpeg).size
+
+
+def test_the_thumbnail_follows_the_side_and_quality_settings(frames: list[Frame]) -> None:
+    image = decode_image(frames[0].jpeg)
+    sharp, rough = thumbnail_jpeg(image, 256, 95), thumbnail_jpeg(image, 256, 20)
+    assert sharp is not None and rough is not None and len(rough) < len(sharp)
+    with Image.open(io.BytesIO(sharp)) as thumb:
+        assert max(thumb.size) == 256
+    assert thumbnail_size(100, 50, 128) == (100, 50)  # never enlarged
+    assert thumbnail_size(5000, 10, 128) == (128, 1)  # never below a pixel
+    with pytest.raises(ValueError):
+        EmbedSettings(thumbnail_quality=0)
+    with pytest.raises(ValueError):
+        EmbedSettings(thumbnail_side=-1)
+
+
+def test_only_the_batch_with_the_scene_row_carries_the_thumbnail(embedder: ClipEmbedder, frames: list[Frame]) -> None:
+    """A frame yields one batch per model; the thumbnail rides once, on the scene's (else the first)."""
+    settings = Settings(model=RANDOM, embed=EmbedSettings(spaces=("scene",)))
+    writer = VectorWriter(EmbedModels(vision=embedder, concept=embedder), settings)  # two producing models
+    vector = np.ones(512, np.float32) / np.sqrt(512)
+    view = FrameView(640, 480, b"\xff\xd8 thumb")
+    scene_second = FrameVectors({"concept": [Row("grid", 0, vector)], "vision": [Row("scene", 0, vector)]})
+    no_scene = FrameVectors({"concept": [Row("grid", 0, vector)], "vision": [Row("object", 0, vector, (0, 0, 9, 9))]})
+    for vectors, carrier in ((scene_second, 1), (no_scene, 0)):
+        batches = [schemas.decode_vector_batch(o.value) for o in writer.outputs(frames[0], vectors, view)]
+        assert [b.thumbnail for b in batches] == [view.thumbnail if i == carrier else None for i in range(2)]
+        assert {(b.frame_width, b.frame_height) for b in batches} == {(640, 480)}

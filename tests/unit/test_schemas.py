@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from pathlib import Path
@@ -29,6 +30,10 @@ from schemas import (
     point_id,
 )
 from schemas.codec import CURRENT_VERSION, SCHEMA_DIR, avro_schema
+from schemas.collections import row_payload
+from schemas.limits import MAX_FRAME_SIDE, MAX_THUMBNAIL_BYTES
+
+JPEG = b"\xff\xd8\xff\xe0 a thumbnail"
 
 
 def _batch(n: int = 3, dim: int = 8) -> VectorBatch:
@@ -122,6 +127,72 @@ def test_vector_batch_round_trip_is_binary_fp16() -> None:
     assert out.rows == b.rows and out.metadata == b.metadata and out.model == b.model
 
 
+def test_vector_batch_v2_carries_the_frame_size_and_thumbnail() -> None:
+    b = dataclasses.replace(_batch(), frame_width=640, frame_height=480, thumbnail=JPEG)
+    out = decode_vector_batch(encode_vector_batch(b))
+    assert (out.frame_width, out.frame_height, out.thumbnail) == (640, 480, JPEG)
+    bare = decode_vector_batch(encode_vector_batch(_batch()))
+    assert (bare.frame_width, bare.frame_height, bare.thumbnail) == (0, 0, None)
+
+
+def test_a_v1_vector_batch_still_decodes_with_no_frame_size_or_thumbnail() -> None:
+    """Batches already on the vectors topic when the v2 writers start stay readable by every sink."""
+    import io
+
+    v1, fp = avro_schema("vector_batch", 1)
+    b = _batch()
+    buf = io.BytesIO()
+    buf.write(b"\xc3\x01" + fp)
+    record = {
+        "model": b.model,
+        "dim": b.dim,
+        "vectors": b.vectors.astype("<f2").tobytes(),
+        "rows": [{**dataclasses.asdict(r), "box": list(r.box) if r.box else None} for r in b.rows],
+        "source_url": b.source_url,
+        "collection": b.collection,
+        "metadata": b.metadata,
+    }
+    fastavro.schemaless_writer(buf, v1, record)
+    out = decode_vector_batch(buf.getvalue())
+    assert out.rows == b.rows and out.source_url == b.source_url
+    np.testing.assert_array_equal(out.vectors, b.vectors)
+    assert (out.frame_width, out.frame_height, out.thumbnail) == (0, 0, None)
+    assert encode_vector_batch(out)[2:10] == avro_schema("vector_batch")[1] != fp  # written as the current version
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "thumbnail", "why"),
+    [
+        (640, 480, JPEG + b"\0" * MAX_THUMBNAIL_BYTES, "thumbnail is .* over the limit"),
+        (640, 480, b"GIF89a", "not a JPEG"),
+        (640, 0, None, "frame size 640x0"),
+        (-1, 480, None, "frame size -1x480"),
+        (MAX_FRAME_SIDE + 1, 480, None, "outside 1..8192"),
+    ],
+)
+def test_a_vector_batch_with_a_bad_thumbnail_or_frame_size_is_refused(
+    width: int, height: int, thumbnail: bytes | None, why: str
+) -> None:
+    bad = dataclasses.replace(_batch(), frame_width=width, frame_height=height, thumbnail=thumbnail)
+    with pytest.raises(SchemaError, match=why):
+        decode_vector_batch(encode_vector_batch(bad))
+
+
+def test_a_thumbnail_at_the_limit_and_the_largest_frame_pass() -> None:
+    edge = JPEG + b"\0" * (MAX_THUMBNAIL_BYTES - len(JPEG))
+    b = dataclasses.replace(_batch(), frame_width=MAX_FRAME_SIDE, frame_height=1, thumbnail=edge)
+    assert decode_vector_batch(encode_vector_batch(b)).thumbnail == edge
+
+
+def test_the_stored_payload_carries_the_frame_size_or_none() -> None:
+    b = dataclasses.replace(_batch(), frame_width=640, frame_height=480)
+    payload = row_payload(b, b.rows[0])
+    assert (payload["frame_width"], payload["frame_height"], payload["box"]) == (640, 480, [1.0, 2.0, 30.5, 40.0])
+    unknown = row_payload(_batch(), _batch().rows[0])
+    assert (unknown["frame_width"], unknown["frame_height"]) == (None, None)
+    assert "thumbnail" not in payload  # thumbnails live in PostgreSQL, not in every point's payload
+
+
 def test_vector_batch_rejects_wrong_dtype_and_row_count() -> None:
     with pytest.raises(ValueError, match="float16"):
         VectorBatch("m", np.zeros((1, 4), np.float32), _batch(1).rows, "u", "c")
@@ -160,7 +231,8 @@ def test_single_object_encoding_is_readable_by_any_avro_reader() -> None:
 
     data = encode_vector_batch(_batch())
     assert data[:2] == b"\xc3\x01"
-    schema = fastavro.parse_schema(json.loads((SCHEMA_DIR / "vector_batch" / "v1.avsc").read_text()))
+    current = CURRENT_VERSION["vector_batch"]
+    schema = fastavro.parse_schema(json.loads((SCHEMA_DIR / "vector_batch" / f"v{current}.avsc").read_text()))
     rec = fastavro.schemaless_reader(io.BytesIO(data[10:]), schema, schema)
     assert isinstance(rec, dict) and rec["dim"] == 8 and len(rec["rows"]) == 3
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 
-from consumers.sink_postgres.transform import ingest_day, ingested_at, problem, rows_from_batch
+from consumers.sink_postgres.transform import ingest_day, ingested_at, problem, rows_from_batch, thumbnail_rows
 from schemas import VectorBatch, VectorRow, point_id
 from streams.stage import InputRecord
 
@@ -104,3 +104,18 @@ def test_problem_finds_what_postgresql_would_refuse() -> None:
     assert "box has 2 numbers" in _problem(_batch((short_box,)))
     assert "beyond year 9999" in _problem(_batch((_scene(),)), _record(timestamp_ms=2**62))
     assert "beyond year 9999" in _problem(_batch((_scene(),), published_at=1e15))
+
+
+def test_a_batch_with_a_thumbnail_yields_one_thumbnail_row_keyed_like_its_frame() -> None:
+    jpeg = b"\xff\xd8\xff\xe0 thumb"
+    batch = _batch((_scene("m1", 4), _object(1, None, None)), frame_width=640, frame_height=360, thumbnail=jpeg)
+    (row,) = thumbnail_rows(batch, _record())
+    assert (row.media_id, row.frame_index, row.width, row.height, row.jpeg) == ("m1", 4, 640, 360, jpeg)
+    assert row.ingested_at == rows_from_batch(batch, _record())[0].ingested_at  # same day, same transaction
+    assert (row.collection, row.source_topic, row.source_partition, row.source_offset) == ("c1", "p.vectors", 3, 7)
+    assert thumbnail_rows(batch, _record()) == [row]  # a redelivery targets the same key
+
+
+def test_batches_without_a_thumbnail_or_rows_yield_no_thumbnail_row() -> None:
+    assert thumbnail_rows(_batch((_scene(),), frame_width=640, frame_height=360), _record()) == []
+    assert thumbnail_rows(_batch((), thumbnail=b"\xff\xd8"), _record()) == []

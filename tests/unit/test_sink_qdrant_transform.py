@@ -98,6 +98,8 @@ def test_payload_carries_every_field() -> None:
             "run_id": "run-1",
             "meta": {"camera": "north"},
             "published_at": 1700.5,
+            "frame_width": None,
+            "frame_height": None,
         }
     ]
 
