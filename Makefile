@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 BIN := .venv/bin
 
-.PHONY: setup demo test testmedia lint format up down status validate-deploy
+.PHONY: setup browser demo test testmedia lint format up down status validate-deploy
 
 setup:
 	scripts/setup.sh
@@ -11,7 +11,11 @@ setup:
 demo: setup
 	$(BIN)/mediavec demo
 
-test: setup testmedia
+# Debian's chromium, for the search page's browser tests (the demo does not need it).
+browser:
+	scripts/setup.sh --browser
+
+test: setup testmedia browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

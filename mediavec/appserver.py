@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Self
+from typing import Any, ClassVar, Self
 
 from aiohttp import web
 
@@ -25,6 +25,8 @@ class AppServer(ABC):
     Subclasses build the application in :meth:`_app`; ``with`` starts and stops it.
     """
 
+    runner_args: ClassVar[dict[str, Any]] = {}  # the request handler's options (aiohttp's parser limits)
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
@@ -38,7 +40,7 @@ class AppServer(ABC):
 
     def start(self) -> Self:
         self._thread = LoopThread(f"{type(self).__name__.lower()}-{self.host}").start()
-        self._runner = web.AppRunner(self._app(), handler_cancellation=True, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(self._app(), handler_cancellation=True, shutdown_timeout=0.5, **self.runner_args)
         self.port = self._thread.run(self._listen(self._runner), timeout=30)
         return self
 

@@ -41,7 +41,7 @@ from mediavec.settings import Settings
 from schemas.collections import collection_for, model_from_collection
 from schemas.spaces import ALL_SPACES, SpaceName
 from stores.encindex.hits import merge_hits
-from stores.vectorstore import Hit, QdrantStore, UnknownCollectionError, VectorStore, open_store
+from stores.vectorstore import Hit, QdrantStore, SearchFilter, UnknownCollectionError, VectorStore, open_store
 
 if TYPE_CHECKING:
     from models.clip import ClipEmbedder
@@ -58,11 +58,13 @@ __all__ = [
     "format_layout",
     "layout",
     "load_query_model",
+    "open_stores",
     "plan",
     "random_weight_models",
     "resolve_base",
     "resolve_collection",
     "search",
+    "search_store",
     "store_choice",
 ]
 
@@ -149,9 +151,10 @@ def search(
     models: QueryModels | None = None,
     stores: tuple[str, ...] = ("qdrant",),
     per_space: int | None = None,
+    where: SearchFilter | None = None,
 ) -> list[Hit]:
     """Top hits in one space (or ``all``) of ``collection`` (a request collection or an alias),
-    at most ``per_space`` of them from any one space.
+    at most ``per_space`` of them from any one space, only those that meet ``where``.
 
     Raises SearchError when the query does not fit the space, UnknownCollectionError when no
     store holds any collection the search would read.
@@ -161,7 +164,7 @@ def search(
     targets = plan(settings, collection, space, query, models)
     lists: list[list[Hit]] = []
     with ExitStack() as stack:
-        opened = [stack.enter_context(store) for store in _open(settings, stores)]
+        opened = [stack.enter_context(store) for store in open_stores(settings, stores)]
         found = False
         vectors: dict[tuple[Role, str], np.ndarray | None] = {}  # scene, object, text share one
         for target in targets:
@@ -177,13 +180,16 @@ def search(
                     raise SearchError("no face found in the query image")
                 continue
             n = limit if per_space is None else min(limit, per_space)
-            lists.append(merge_hits((_search_store(s, target, vector, n) for s in holding), n))
+            lists.append(
+                merge_hits((search_store(s, target.name_in(s), target.space, vector, n, where) for s in holding), n)
+            )
     if not found:
         raise UnknownCollectionError(_nothing_there(collection, space, targets, stores))
     return merge_hits(lists, limit)
 
 
-def _open(settings: Settings, stores: tuple[str, ...]) -> Iterator[VectorStore]:
+def open_stores(settings: Settings, stores: tuple[str, ...]) -> Iterator[VectorStore]:
+    """The stores a search reads, each opened read-only (the caller closes them)."""
     unknown = set(stores) - {"qdrant", "encrypted"}
     if unknown:
         raise SearchError(f"unknown store {sorted(unknown)}: qdrant or encrypted")
@@ -195,11 +201,13 @@ def _open(settings: Settings, stores: tuple[str, ...]) -> Iterator[VectorStore]:
         yield open_encrypted_reader(settings)
 
 
-def _search_store(store: VectorStore, target: Target, vector: np.ndarray, limit: int) -> list[Hit]:
-    name = target.name_in(store)
+def search_store(
+    store: VectorStore, name: str, space: str, vector: np.ndarray, limit: int, where: SearchFilter | None = None
+) -> list[Hit]:
+    """One store's hits in one space of a collection (``name`` as that store calls it)."""
     if isinstance(store, QdrantStore):
-        return store.search(name, vector, limit, space=target.space)
-    return store.search(name, vector, limit)  # the encrypted index: the collection is the space
+        return store.search(name, vector, limit, space=space, where=where)
+    return store.search(name, vector, limit, where=where)  # the encrypted index: the collection is the space
 
 
 def _nothing_there(collection: str, space: str, targets: list[Target], stores: tuple[str, ...]) -> str:

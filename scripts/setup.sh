@@ -2,6 +2,7 @@
 # Everything mediavec needs on a Debian bookworm machine (run as root, Python 3.11, Java 17, Maven):
 # PostgreSQL 15 from Debian, the .venv with mediavec installed (dev extras included), and the
 # Kafka broker's jars from Maven Central. Idempotent: a second run only checks and returns.
+# `scripts/setup.sh --browser` (make test) only adds Debian's chromium, for the search page's tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -63,6 +64,11 @@ kafka_jars() {
   # Resolves into <data_dir>/kafka/lib (MEDIAVEC_DATA_DIR, default .mediavec); skipped when current.
   "$VENV/bin/python" -c 'from devstack.kafka import resolve_jars; from devstack.settings import load_dev_settings; resolve_jars(load_dev_settings())'
 }
+
+if [[ ${1:-} == --browser ]]; then
+  command -v chromium > /dev/null || apt_install chromium
+  exit 0
+fi
 
 system_packages
 python_env

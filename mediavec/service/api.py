@@ -7,18 +7,24 @@ The table is the one place an endpoint is declared: :mod:`mediavec.service.app` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mediavec.search import SPACE_CHOICES
 from schemas.limits import COLLECTION_RE
-from stores.vectorstore import Hit
+from schemas.limits import MAX_TEXT as MAX_URL
+from stores.vectorstore import Hit, SearchFilter
+from stores.vectorstore.filters import MAX_FILTER_VALUES, MAX_META_CONDITIONS, META_KEY_RE
 
 COLLECTION_PATTERN = f"^{COLLECTION_RE.pattern}$"
 MAX_LIMIT = 100
 MAX_OFFSET = 1000  # a search reads offset + limit hits of every space it covers
 MAX_TEXT = 2000  # characters; the text towers read far fewer tokens than this
+MAX_MEDIA_ID = 256  # as media_request/v1.schema.json allows
+MAX_SECONDS = 10**7  # a time bound within a video (about 116 days)
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 StoreParam = Literal["auto", "qdrant", "encrypted", "all"]
 _STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -52,14 +58,97 @@ class SearchOptions(BaseModel):
         return space
 
 
-class TextSearch(SearchOptions):
+class HitFilter(BaseModel):
+    """Conditions every hit must meet (all of them; a list matches any of its values)."""
+
+    model_config = _STRICT
+    media_ids: list[Annotated[str, Field(min_length=1, max_length=MAX_MEDIA_ID)]] = Field(
+        [], max_length=MAX_FILTER_VALUES, description="Only these media."
+    )
+    labels: list[str] = Field([], max_length=MAX_FILTER_VALUES, description="Only hits with one of these labels.")
+    time_from_s: float | None = Field(None, ge=0, le=MAX_SECONDS, description="Frames at or after this time.")
+    time_to_s: float | None = Field(None, ge=0, le=MAX_SECONDS, description="Frames at or before this time.")
+    metadata: dict[str, str] = Field(
+        {},
+        max_length=MAX_META_CONDITIONS,
+        description=f"Request metadata values the media must have; keys match {META_KEY_RE.pattern}.",
+        json_schema_extra={"propertyNames": {"pattern": f"^{META_KEY_RE.pattern}$"}},
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _keys(cls, metadata: dict[str, str]) -> dict[str, str]:
+        for key in metadata:
+            if not META_KEY_RE.fullmatch(key):
+                raise ValueError(f"metadata key {key[:70]!r} must match {META_KEY_RE.pattern}")
+        return metadata
+
+    def to_filter(self) -> SearchFilter | None:
+        where = SearchFilter(
+            media_ids=tuple(self.media_ids),
+            labels=tuple(self.labels),
+            time_from_s=self.time_from_s,
+            time_to_s=self.time_to_s,
+            meta=tuple(self.metadata.items()),
+        )
+        return where if where else None
+
+
+class FilteredSearch(SearchOptions):
+    """Options with a filter, for the queries that come as JSON."""
+
+    filter: HitFilter | None = Field(None, description="Conditions every hit must meet.")
+
+    def where(self) -> SearchFilter | None:
+        return self.filter.to_filter() if self.filter else None
+
+
+class TextSearch(FilteredSearch):
     """``POST /v1/search``: a text query."""
 
     text: str = Field(min_length=1, max_length=MAX_TEXT, description="What to look for, in words.")
 
 
+class UrlSearch(FilteredSearch):
+    """``POST /v1/search/url``: the image at a URL, fetched as the fetch stage fetches media."""
+
+    url: str = Field(min_length=1, max_length=MAX_URL, description="An http(s) URL of an image.")
+
+
+class SimilarSearch(FilteredSearch):
+    """``POST /v1/search/similar``: more like a stored point, searched with its own vector."""
+
+    id: str = Field(pattern=UUID_PATTERN, description="Point id of a hit.")
+    space: str | None = Field(  # type: ignore[assignment]
+        None,
+        description="Vector space; default: the point's own; all: every space of its collection.",
+        json_schema_extra={"enum": [*SPACE_CHOICES, None]},
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _known_space(cls, space: str | None) -> str | None:  # type: ignore[override]  # replaces the parent's
+        if space is not None and space not in SPACE_CHOICES:
+            raise ValueError(f"unknown space {space[:32]!r}: one of {', '.join(SPACE_CHOICES)}")
+        return space
+
+
 class ImageSearch(SearchOptions):
-    """``POST /v1/search/image``: the query parameters; the image is the body."""
+    """``POST /v1/search/image``: the query parameters (a filter in flat form); the image is the body."""
+
+    media_id: str | None = Field(None, min_length=1, max_length=MAX_MEDIA_ID, description="Only this media.")
+    label: str | None = Field(None, max_length=MAX_TEXT, description="Only hits with this label.")
+    time_from_s: float | None = Field(None, ge=0, le=MAX_SECONDS, description="Frames at or after this time.")
+    time_to_s: float | None = Field(None, ge=0, le=MAX_SECONDS, description="Frames at or before this time.")
+
+    def where(self) -> SearchFilter | None:
+        where = SearchFilter(
+            media_ids=(self.media_id,) if self.media_id is not None else (),
+            labels=(self.label,) if self.label is not None else (),
+            time_from_s=self.time_from_s,
+            time_to_s=self.time_to_s,
+        )
+        return where if where else None
 
 
 class HitOut(BaseModel):
@@ -76,14 +165,21 @@ class HitOut(BaseModel):
     source_url: str | None = None
     collection: str | None = None
     model: str | None = Field(None, description="Id of the model that made the vector.")
+    frame_width: int | None = Field(None, description="Width of the frame in pixels (the space of box).")
+    frame_height: int | None = Field(None, description="Height of the frame in pixels.")
+    thumbnail_url: str | None = Field(None, description="A small JPEG of the whole frame, when thumbnails are kept.")
 
     @classmethod
-    def of(cls, hit: Hit) -> HitOut:
+    def of(cls, hit: Hit, thumbnails: bool = False) -> HitOut:
         p = hit.payload
-        return cls(id=hit.id, score=hit.score, **{name: p.get(name) for name in _PAYLOAD_FIELDS})
+        fields = {name: p.get(name) for name in _PAYLOAD_FIELDS}
+        media, frame = p.get("media_id"), p.get("frame_index")
+        if thumbnails and isinstance(media, str) and isinstance(frame, int):
+            fields["thumbnail_url"] = f"/v1/thumbnail?{urlencode({'media_id': media, 'frame_index': frame})}"
+        return cls(id=hit.id, score=hit.score, **fields)
 
 
-_PAYLOAD_FIELDS = tuple(name for name in HitOut.model_fields if name not in ("id", "score"))
+_PAYLOAD_FIELDS = tuple(name for name in HitOut.model_fields if name not in ("id", "score", "thumbnail_url"))
 
 
 class SearchResult(BaseModel):
@@ -93,6 +189,26 @@ class SearchResult(BaseModel):
     offset: int
     limit: int
     next_offset: int | None = Field(description="Offset of the next page; null when this page is the last.")
+
+
+class ThumbnailQuery(BaseModel):
+    """``GET /v1/thumbnail``: which frame."""
+
+    model_config = _STRICT
+    media_id: str = Field(min_length=1, max_length=MAX_MEDIA_ID)
+    frame_index: int = Field(ge=0, le=2**31 - 1)
+
+
+class CollectionRow(BaseModel):
+    """One request collection or alias, with its stored points over every model and space."""
+
+    name: str
+    points: int
+    alias_of: str | None = Field(None, description="The physical collection an alias points to.")
+
+
+class Collections(BaseModel):
+    collections: list[CollectionRow]
 
 
 class SpaceRow(BaseModel):
@@ -154,6 +270,24 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "search_image", "POST", "/v1/search/image",
         "Search by image: the raw image as the body, or a multipart form with a file field named image.",
         query=ImageSearch, body="image", response=SearchResult, errors=_SEARCH_ERRORS,
+    ),
+    Endpoint(
+        "search_url", "POST", "/v1/search/url",
+        "Search by the image at a URL, fetched through the fetch stage's address guard and limits.",
+        body="json", body_model=UrlSearch, response=SearchResult, errors=(*_SEARCH_ERRORS, 422),
+    ),
+    Endpoint(
+        "search_similar", "POST", "/v1/search/similar",
+        "More like this: search with a stored point's own vector (the point itself left out).",
+        body="json", body_model=SimilarSearch, response=SearchResult, errors=_SEARCH_ERRORS,
+    ),
+    Endpoint(
+        "thumbnail", "GET", "/v1/thumbnail", "A small JPEG of a stored frame (hits link to it).",
+        query=ThumbnailQuery, response_type="image/jpeg", errors=(400, 401, 404, 503),
+    ),
+    Endpoint(
+        "collections", "GET", "/v1/collections", "The request collections and aliases with their stored points.",
+        response=Collections, errors=(401, 503),
     ),
     Endpoint(
         "spaces", "GET", "/v1/collections/{name}/spaces", "The models and vector spaces stored for a collection.",

@@ -17,8 +17,9 @@ import io
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+import psycopg
 from aiohttp import web
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,29 +28,47 @@ from mediavec import __version__
 from mediavec.appserver import AppServer
 from mediavec.cli_errors import mask, one_line, secret_values
 from mediavec.query_models import QueryModels
-from mediavec.search import layout, search, store_choice
+from mediavec.search import default_stores, layout, search, store_choice
 from mediavec.service.api import (
     COLLECTION_PATTERN,
     ENDPOINTS,
+    CollectionRow,
+    Collections,
+    FilteredSearch,
     HitOut,
     ImageSearch,
     Layout,
     SearchOptions,
     SearchResult,
+    SimilarSearch,
     SpaceRow,
     Status,
     TextSearch,
+    ThumbnailQuery,
+    UrlSearch,
 )
 from mediavec.service.middleware import ApiError, cors, limit_size, observe, require_key
 from mediavec.service.openapi import openapi_document
+from mediavec.service.page import PAGE_PATHS, add_page_routes
 from mediavec.settings import Settings
+from mediavec.similar import similar
 from schemas.limits import COLLECTION_RE
 from stores.vectorstore import Hit, open_store
+
+if TYPE_CHECKING:
+    from stores.metadb import Thumbnail
 
 __all__ = ["SearchService", "ServiceServer", "make_app"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+Searched = FilteredSearch | ImageSearch  # the options of a query a model embeds
+_NOT_A_URL = frozenset({"bad_url", "bad_scheme"})
+# aiohttp's HTTP parser answers a longer request line or header itself, in plain text, before any
+# middleware: room for every query string the document allows (a 2000-character label of 4-byte
+# characters is 24 KB percent-encoded).
+MAX_LINE_BYTES = 64 * 1024
+RUNNER_ARGS = {"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES}
 
 
 class SearchService:
@@ -70,16 +89,14 @@ class SearchService:
         with self._turn:
             return fn(*args)
 
-    def search(self, options: SearchOptions, text: str | None, jpeg: bytes | None) -> list[Hit]:
+    def search(self, options: Searched, text: str | None, jpeg: bytes | None) -> list[Hit]:
         """The merged hits up to one past the page (so the page knows whether another follows)."""
         if jpeg is None:
             return self._search(options, text=text)
         with Image.open(io.BytesIO(jpeg)) as image:  # decode_image already bounded and re-encoded it
             return self._search(options, image=image)
 
-    def _search(
-        self, options: SearchOptions, *, text: str | None = None, image: Image.Image | None = None
-    ) -> list[Hit]:
+    def _search(self, options: Searched, *, text: str | None = None, image: Image.Image | None = None) -> list[Hit]:
         return search(
             self.settings,
             text=text,
@@ -88,9 +105,50 @@ class SearchService:
             limit=options.offset + options.limit + 1,
             space=options.space,
             models=self.models,
-            stores=store_choice(self.settings, options.store),
+            stores=self._stores(options),
             per_space=options.per_space,
+            where=options.where(),
         )
+
+    def _stores(self, options: SearchOptions) -> tuple[str, ...]:
+        """The stores a query reads; the encrypted index of a service without its key is the asker's error."""
+        stores = store_choice(self.settings, options.store)
+        if "encrypted" in stores and "encrypted" not in default_stores(self.settings):
+            raise ApiError(400, f"store {options.store}: this service has no encrypted index key configured")
+        return stores
+
+    def similar(self, options: SimilarSearch) -> list[Hit]:
+        return similar(
+            self.settings,
+            options.id,
+            collection=options.collection,
+            space=options.space,
+            limit=options.offset + options.limit + 1,
+            stores=self._stores(options),
+            per_space=options.per_space,
+            where=options.where(),
+        )
+
+    def thumbnail(self, query: ThumbnailQuery) -> Thumbnail | None:
+        from stores.metadb import connect, read_thumbnail
+
+        with connect(self.settings, application_name="mediavec-serve") as conn:
+            return read_thumbnail(conn, query.media_id, query.frame_index)
+
+    def collections(self) -> list[CollectionRow]:
+        """Every request collection in the vector store (points over its models), then every alias."""
+        from mediavec.aliases import alias_book
+
+        points: dict[str, int] = {}
+        with open_store(self.settings, readonly=True) as store:
+            for name in store.collections():
+                base = name.rsplit("__", 1)[0] if "__" in name else name
+                points[base] = points.get(base, 0) + store.count(name)
+            rows = [CollectionRow(name=base, points=n) for base, n in sorted(points.items())]
+            for alias, target in sorted(alias_book(self.settings).all().items()):
+                n = store.count(target) if store.dim(target) is not None else 0
+                rows.append(CollectionRow(name=alias, points=n, alias_of=target))
+        return rows
 
     def ready(self) -> None:
         """Raise unless the vector store opens read-only and lists its collections."""
@@ -105,10 +163,11 @@ def _service(request: web.Request) -> SearchService:
     return request.app[SERVICE]
 
 
-def _page(hits: list[Hit], options: SearchOptions) -> web.Response:
+def _page(request: web.Request, hits: list[Hit], options: SearchOptions) -> web.Response:
     end = options.offset + options.limit
+    thumbnails = _service(request).settings.serve.thumbnails
     page = SearchResult(
-        hits=[HitOut.of(h) for h in hits[options.offset : end]],
+        hits=[HitOut.of(h, thumbnails) for h in hits[options.offset : end]],
         offset=options.offset,
         limit=options.limit,
         next_offset=end if len(hits) > end else None,
@@ -142,7 +201,7 @@ async def openapi(request: web.Request) -> web.Response:
 async def search_text(request: web.Request) -> web.Response:
     options = TextSearch.model_validate_json(await request.read())
     service = _service(request)
-    return _page(await service.run(service.search, options, options.text, None), options)
+    return _page(request, await service.run(service.search, options, options.text, None), options)
 
 
 async def search_image(request: web.Request) -> web.Response:
@@ -154,7 +213,54 @@ async def search_image(request: web.Request) -> web.Response:
     data = await _image_bytes(request)
     service = _service(request)
     decoded = await asyncio.to_thread(decode_image, data, service.settings.fetch)  # the fetch stage's limits
-    return _page(await service.run(service.search, options, None, decoded.jpeg), options)
+    return _page(request, await service.run(service.search, options, None, decoded.jpeg), options)
+
+
+async def search_url(request: web.Request) -> web.Response:
+    from media.decode import decode_image
+    from media.download import Downloader, FetchError, redact_url
+
+    options = UrlSearch.model_validate_json(await request.read())
+    service = _service(request)
+    try:
+        async with Downloader(service.settings.fetch) as downloader:
+            got = await downloader.fetch(options.url)
+    except FetchError as exc:
+        status = 400 if exc.error_class in _NOT_A_URL else 422  # malformed: the asker's; unfetchable: the URL's
+        raise ApiError(status, f"could not fetch {redact_url(options.url)}: {exc.error_class}: {exc.reason}") from None
+    decoded = await asyncio.to_thread(decode_image, got.data, service.settings.fetch)
+    return _page(request, await service.run(service.search, options, None, decoded.jpeg), options)
+
+
+async def search_similar(request: web.Request) -> web.Response:
+    options = SimilarSearch.model_validate_json(await request.read())
+    service = _service(request)
+    return _page(request, await service.run(service.similar, options), options)
+
+
+async def thumbnail(request: web.Request) -> web.Response:
+    if len(set(request.query.keys())) != len(request.query):
+        raise ApiError(400, "a query parameter is given more than once")
+    query = ThumbnailQuery.model_validate(dict(request.query))
+    service = _service(request)
+    if not service.settings.serve.thumbnails:
+        raise ApiError(404, "this service keeps no thumbnails (serve.thumbnails is off)")
+    try:
+        found = await asyncio.to_thread(service.thumbnail, query)
+    except psycopg.Error as exc:
+        why = mask(one_line(str(exc)) or type(exc).__name__, service.secrets)
+        raise ApiError(503, f"thumbnails unavailable: {why}") from None
+    if found is None:
+        raise ApiError(404, f"no thumbnail for frame {query.frame_index} of {query.media_id[:200]!r}")
+    headers = {"Cache-Control": "private, max-age=3600", "X-Frame-Width": str(found.width)}
+    headers["X-Frame-Height"] = str(found.height)
+    return web.Response(body=found.jpeg, content_type="image/jpeg", headers=headers)
+
+
+async def collections(request: web.Request) -> web.Response:
+    service = _service(request)
+    rows = await service.run(service.collections)
+    return web.json_response(Collections(collections=rows).model_dump(mode="json"))
 
 
 async def _image_bytes(request: web.Request) -> bytes:
@@ -192,6 +298,10 @@ HANDLERS: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
     "openapi": openapi,
     "search_text": search_text,
     "search_image": search_image,
+    "search_url": search_url,
+    "search_similar": search_similar,
+    "thumbnail": thumbnail,
+    "collections": collections,
     "spaces": spaces,
 }
 
@@ -200,7 +310,7 @@ def make_app(settings: Settings, models: QueryModels | None = None) -> web.Appli
     """The search API over the stores the settings name; ``models``: query models to share (default: new ones)."""
     serve = settings.serve
     service = SearchService(settings, models or QueryModels(settings))
-    public = frozenset(e.path for e in ENDPOINTS if e.public)
+    public = frozenset(e.path for e in ENDPOINTS if e.public) | frozenset(PAGE_PATHS)
     middlewares = [observe(service.secrets), require_key(serve, public), limit_size(serve.max_request_bytes)]
     if serve.cors_origins:
         middlewares.insert(0, cors(serve.cors_origins))
@@ -208,6 +318,7 @@ def make_app(settings: Settings, models: QueryModels | None = None) -> web.Appli
     app[SERVICE] = service
     for e in ENDPOINTS:
         app.router.add_route(e.method, e.path, HANDLERS[e.name], name=e.name)
+    add_page_routes(app)
     return app
 
 
@@ -218,6 +329,8 @@ class ServiceServer(AppServer):
         super().__init__(settings.serve.host, port)
         self.settings = settings
         self.models = models
+
+    runner_args = RUNNER_ARGS
 
     def _app(self) -> web.Application:
         return make_app(self.settings, self.models)

@@ -20,7 +20,7 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from mediavec.service.app import make_app
+    from mediavec.service.app import RUNNER_ARGS, make_app
 
     settings = load_settings()
     update = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -37,5 +37,6 @@ def _serve(args: argparse.Namespace) -> int:
         print=lambda _started: print(listening, flush=True),
         access_log=logger,
         shutdown_timeout=5,
+        handler_args=RUNNER_ARGS,
     )
     return 0

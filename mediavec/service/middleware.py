@@ -61,11 +61,12 @@ def _expected() -> tuple[tuple[type[BaseException], int], ...]:
     from mediavec.query_models import SearchError
     from models.weights import WeightsNotFound
     from stores.encindex.keys import IndexKeyError
-    from stores.vectorstore import UnknownCollectionError, VectorStoreError
+    from stores.vectorstore import FilterError, UnknownCollectionError, VectorStoreError
 
     return (
         (SearchError, 400),
         (DecodeError, 400),
+        (FilterError, 400),
         (UnknownCollectionError, 404),
         (VectorStoreError, 503),  # StoreLockedError among them: the store is busy or unreachable
         (WeightsNotFound, 503),

@@ -13,8 +13,9 @@ REF = "#/components/schemas/{model}"
 _REASONS = {
     400: "A malformed body, a field that does not validate, or a query that does not fit the space.",
     401: "The API key is missing or wrong.",
-    404: "No such collection (or alias).",
+    404: "No such collection (or alias), point or thumbnail.",
     413: "The request body is over the size limit.",
+    422: "The URL could not be fetched (refused by the address guard, unreachable, or over the limits).",
     503: "A store or the model weights are unavailable.",
 }
 IMAGE_TYPES = (

@@ -17,10 +17,14 @@ class ServeSettings(BaseModel):
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on.")
     api_key: SecretStr | None = Field(
         None,
-        description="When set, every endpoint but /healthz, /readyz and /openapi.json asks for it "
-        "(Authorization: Bearer <key>, or X-API-Key: <key>).",
+        description="When set, every endpoint but the page (/, /page/*), /healthz, /readyz and /openapi.json "
+        "asks for it (Authorization: Bearer <key>, or X-API-Key: <key>).",
     )
     max_request_bytes: int = Field(8 * MIB, ge=1024, description="Largest request body; more is refused with 413.")
     cors_origins: tuple[str, ...] = Field(
         (), description="Browser origins allowed to call the API (CORS); empty: CORS off."
+    )
+    thumbnails: bool = Field(
+        True,
+        description="Link each hit to its frame's thumbnail, read from PostgreSQL (sink-postgres keeps them).",
     )

@@ -5,7 +5,9 @@ afresh and the embedded store is empty) and on ports of its own (the test stack 
 demo stack keep running), with no MEDIAVEC_* setting from the caller. It must exit 0 with no
 traceback, store every sample photo, and print each search the demo runs: the text search, the
 search of every space (rows of several spaces) and the image search, whose top hit is the query
-image itself. The stack it started is stopped and purged afterwards, whatever happened.
+image itself; and the search page's address, before ingest, and its answer after (hits with
+their thumbnails). Its stdin is not a terminal, so it does not wait for Ctrl-C. The stack it
+started is stopped and purged afterwards, whatever happened.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 # Clear of the test stack (29192-29195, 29193, 25532) and the default dev stack (19092-19095, 19093, 15432).
 PORTS = {"KAFKA_PORT": 39492, "CONTROLLER_PORT": 39493, "POSTGRES_PORT": 35632}
+PAGE = re.compile(r"search page (http://127\.0\.0\.1:\d+/) \(\d+ bytes\) answered: (\d+) hits, (\d+) thumbnails")
 HIT = re.compile(r"^\s*-?\d+\.\d{4}\s+(\w+)\s+(\S+)")  # a row of format_hits: score, space, media id
 
 
@@ -95,6 +98,9 @@ def test_make_demo_as_the_readme_shows_it(data_dir: Path) -> None:
     assert len(text) == len(every) == len(image) == 1, list(sections)
     assert sections[text[0]] and {space for space, _ in sections[text[0]]} == {"scene"}, out
     assert {space for space, _ in sections[every[0]]} >= {"scene", "object", "grid", "text"}, out
+    page = re.search(PAGE, out)
+    assert page and page.group(2) == page.group(3) == "5", out  # every hit of the page's search has its thumbnail
+    assert f"search page: {page.group(1)}" in out  # said before ingest, so a user can open it meanwhile
     query = image[0].removeprefix("search --image ")
     assert sections[image[0]][0] == ("scene", f"{COLLECTION}-{Path(query).stem}"), out
     assert query in {p.name for p in photos}

@@ -135,3 +135,30 @@ def test_minilm_text_space_is_searched_by_meaning_at_the_stored_dimension(models
     Image.new("RGB", (64, 64), "gray").save(photo)
     with pytest.raises(SearchError, match="MiniLM"):
         search(settings, image=photo, collection="notes", space="text", models=models)
+
+
+def test_the_service_answers_a_face_query_with_the_face_and_its_box(
+    face_photos: list[Path], models: QueryModels, tmp_path: Path
+) -> None:
+    """A face photo uploaded to the search service finds the face it was cut from, with its box."""
+    from mediavec.service.app import ServiceServer
+    from tests.unit.test_service import call
+
+    settings = Settings(data_dir=tmp_path, model=RANDOM, concept=CONCEPT)
+    embedder = models.face_model()
+    photos = {p.stem: _rgb(p) for p in face_photos[:3]}
+    faces = {media: embedder.faces(photo) for media, photo in photos.items()}
+    _write(settings, [_face_batch(embedder.model_id, media, found) for media, found in faces.items()])
+    media, found = next(iter(faces.items()))
+    probe = tmp_path / "probe.png"
+    _cut_out(photos[media], found[0]).save(probe)
+    with ServiceServer(settings, models) as server:
+        r = call(server, "POST", "/v1/search/image?collection=people&space=face&limit=3", probe.read_bytes())
+        assert r.status == 200, r.body
+        top = r.json()["hits"][0]
+        assert top["id"] == point_id(embedder.model_id, media, 0, "face", 0) and top["space"] == "face"
+        assert top["box"] == pytest.approx(list(found[0].box))
+        blank = tmp_path / "blank.png"
+        Image.new("RGB", (320, 240), "white").save(blank)
+        r = call(server, "POST", "/v1/search/image?collection=people&space=face", blank.read_bytes())
+        assert r.status == 400 and "no face found" in r.json()["error"]

@@ -140,6 +140,9 @@ def test_a_text_query_finds_its_text_row_with_every_hit_field(server: ServiceSer
         "source_url": "http://127.0.0.1/p3.png",
         "collection": "shop",
         "model": stored.vision,
+        "frame_width": None,  # these batches were made without a frame size
+        "frame_height": None,
+        "thumbnail_url": "/v1/thumbnail?media_id=p3&frame_index=0",
     }
     assert len(page["hits"]) == 3 and page["offset"] == 0 and page["limit"] == 3 and page["next_offset"] == 3
 
@@ -268,9 +271,14 @@ def test_the_openapi_document_is_valid_and_covers_every_route(server: ServiceSer
     assert search["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/TextSearch"}
     assert {"200", "400", "404", "413", "503"} <= set(search["responses"])
     image = doc["paths"]["/v1/search/image"]["post"]
-    assert {p["name"] for p in image["parameters"]} == {"collection", "space", "limit", "offset", "per_space", "store"}
+    options = {"collection", "space", "limit", "offset", "per_space", "store"}
+    assert {p["name"] for p in image["parameters"]} == options | {"media_id", "label", "time_from_s", "time_to_s"}
+    thumbnail = doc["paths"]["/v1/thumbnail"]["get"]
+    assert set(thumbnail["responses"]["200"]["content"]) == {"image/jpeg"}
+    assert {p["name"] for p in thumbnail["parameters"]} == {"media_id", "frame_index"}
     assert "multipart/form-data" in image["requestBody"]["content"]
-    assert set(doc["components"]["schemas"]["HitOut"]["properties"]) >= {"media_id", "box", "timestamp_s", "model"}
+    hit = {"media_id", "box", "timestamp_s", "model", "frame_width", "frame_height", "thumbnail_url"}
+    assert set(doc["components"]["schemas"]["HitOut"]["properties"]) >= hit
 
 
 def test_an_api_key_is_asked_for_and_never_told(stored: Stored, caplog: pytest.LogCaptureFixture) -> None:

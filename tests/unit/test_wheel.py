@@ -41,6 +41,8 @@ def test_the_runtime_wheel_holds_the_runtime_layers_and_no_dev_tooling(tmp_path:
     assert not {"devstack", "loadtest", "tests"} & tops
     # The data files the runtime reads come along.
     assert "stores/metadb/migrations/0001_frame_metadata.sql" in names
-    assert "schemas/media_request/v1.schema.json" in names and "schemas/vector_batch/v1.avsc" in names
+    assert "schemas/media_request/v1.schema.json" in names and "schemas/vector_batch/v2.avsc" in names
+    assert "stores/metadb/migrations/0002_frame_thumbnails.sql" in names
+    assert {f"mediavec/service/page/{f}" for f in ("index.html", "app.js", "style.css")} <= set(names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "mediavec = mediavec.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

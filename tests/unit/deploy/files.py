@@ -93,9 +93,14 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
     return Settings()
 
 
+def stage_workloads(docs: list[Doc]) -> list[Doc]:
+    """The Deployments and StatefulSets that run a stage (`mediavec run ...`), not the search service."""
+    return [w for w in of_kind(docs, *WORKLOADS) if pod(w)["containers"][0]["args"][0] == "run"]
+
+
 def workload(docs: list[Doc], stage: str) -> Doc:
     """The Deployment or StatefulSet whose first container runs ``stage``."""
-    return next(w for w in of_kind(docs, *WORKLOADS) if stage_of(pod(w)["containers"][0])[0] == stage)
+    return next(w for w in stage_workloads(docs) if stage_of(pod(w)["containers"][0])[0] == stage)
 
 
 def pod(w: Doc) -> Doc:

@@ -37,7 +37,8 @@ def test_compose_encrypted_sink_is_one_container_with_its_store_on_a_volume_and_
     # A fixed instance id: a recreated container takes its static group membership straight back.
     assert service["command"] == ["run", "sink-encrypted", "--instance", "sink-encrypted-0"]
     s = settings_from({k: interpolate(v) for k, v in service["environment"].items()}, monkeypatch)
-    (volume,) = service["volumes"]
+    volume, models = service["volumes"]  # the store; the query models of an exec'd search (search's comment)
+    assert models.endswith(":/models:ro")
     name, target = volume.split(":")
     assert name in compose["volumes"]  # a named volume: the store outlives the container
     assert s.encindex.path is not None and s.encindex.path.is_relative_to(target)
@@ -63,7 +64,7 @@ def test_compose_embed_reserves_a_gpu_and_sets_workers_per_gpu(compose: Doc) -> 
 
 def test_compose_services_are_health_checked_with_named_volumes(compose: Doc) -> None:
     services = compose["services"]
-    for name in ("kafka", "qdrant", "postgres", *STAGES):
+    for name in ("kafka", "qdrant", "postgres", "search", *STAGES):
         assert services[name]["healthcheck"]["test"], name
     env = services["kafka"]["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
@@ -75,7 +76,7 @@ def test_compose_services_are_health_checked_with_named_volumes(compose: Doc) ->
 
 
 def test_compose_env_parses_as_settings(compose: Doc, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*STAGES, "topics", "demo-media"):
+    for name in (*STAGES, "topics", "demo-media", "search"):
         env = {k: interpolate(v) for k, v in compose["services"][name]["environment"].items()}
         s = settings_from(env, monkeypatch)
         assert s.kafka.bootstrap_servers == "kafka:9092", name

@@ -28,6 +28,7 @@ def test_no_secret_value_is_committed(compose: Doc, k8s_docs: list[Doc]) -> None
         "mediavec-qdrant",
         "mediavec-postgres",
         "mediavec-encindex-key",
+        "mediavec-search",
     }
     for s in secrets:
         assert "data" not in s, "base64 data hides what is committed: use stringData placeholders"
