@@ -21,7 +21,7 @@ import numpy as np
 from stores.encindex.keys import IndexKey
 from stores.vectorstore.base import Hit, StoreLockedError, VectorStore, VectorStoreError
 from stores.vectorstore.filters import SearchFilter
-from stores.vectorstore.shared import NotAuthorised, QueryServer, RemoteReads, read_query_file
+from stores.vectorstore.shared import NotAuthorised, QueryServer, RemoteReads, await_query_file, read_query_file
 
 if TYPE_CHECKING:
     from stores.encindex.store import EncryptedStore
@@ -47,6 +47,7 @@ class SharedEncryptedStore(RemoteReads, VectorStore):
     @classmethod
     def connect(cls, path: Path, key: IndexKey, locked: StoreLockedError) -> SharedEncryptedStore:
         """The owner's reads, ``locked`` again when it serves none (yet), an error when it holds another key."""
+        await_query_file(path)
         try:
             info = read_query_file(path)
             store = cls(path, int(info["port"]), query_token(key, str(info["nonce"])), int(info["pid"]))

@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 QUERY_FILE = ".query.json"
 CALL_TIMEOUT_S = 30.0
+STARTUP_GRACE_S = 5.0  # how long a reader waits for an owner that holds the lock to publish its query file
 MAX_REQUEST_BYTES = 1024 * 1024
 _ERRORS: dict[str, type[VectorStoreError]] = {
     "UnknownCollectionError": UnknownCollectionError,
@@ -285,6 +287,13 @@ class NotAuthorised(VectorStoreError):
     """The owner refused the reader's token."""
 
 
+def await_query_file(path: Path, grace_s: float = STARTUP_GRACE_S) -> None:
+    """Wait up to ``grace_s`` for a starting owner's query file (returns at once when it is there)."""
+    deadline = time.monotonic() + grace_s
+    while not (path / QUERY_FILE).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def read_query_file(path: Path) -> dict[str, Any]:
     """The owner's query file (pid, port and what the token takes); OSError or ValueError when unusable."""
     info = json.loads((path / QUERY_FILE).read_text())
@@ -298,7 +307,13 @@ class SharedStore(RemoteReads, QdrantStore):
 
     @classmethod
     def connect(cls, path: Path, locked: StoreLockedError) -> SharedStore:
-        """The owner's query service, or ``locked`` again when the owner serves none (yet)."""
+        """The owner's query service, or ``locked`` again when the owner serves none.
+
+        An owner takes the directory lock first and publishes its query file a moment later
+        (once its store is open): a reader that finds the lock but no file waits up to
+        ``STARTUP_GRACE_S`` for it rather than failing in that gap.
+        """
+        await_query_file(path)
         try:
             info = read_query_file(path)
             store = cls(path, int(info["port"]), str(info["token"]), int(info["pid"]))
