@@ -21,6 +21,7 @@ and behaves like a provider under load (:class:`StandinConfig`):
 * Injected faults, drawn per request from a seeded generator: 5xx at ``error_rate``, hangs of
   ``hang_s`` (past the client's timeout) at ``hang_rate``, and lognormal latency with a median
   and a p99.
+* A content policy (``refuse_image``): an image it flags is a 400 naming the input and why.
 * Vectors from a real local model (the random-weight open_clip ViT-B-32 unless told otherwise):
   an image input is decoded from its data URL and embedded as the model's ``embed_images`` would,
   a text with ``embed_texts``, so a stored vector can be checked against the model's own output.
@@ -40,12 +41,14 @@ import logging
 import math
 import random
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from aiohttp import web
+from PIL import Image
 
 from devstack.standin_parts import (
     Job,
@@ -91,6 +94,9 @@ class StandinConfig:
     shuffle_order: bool = False  # answer data[] out of order (the index says where each belongs)
     seed: int | None = 0
     max_body_bytes: int = 32 << 20
+    # A content policy: an image it gives a reason for makes the request a 400 with that reason
+    # (as a hosted API refuses an input its safety filter flags), so tests can plant refusals.
+    refuse_image: Callable[[Image.Image], str | None] | None = None
     model_settings: ModelSettings = field(
         default_factory=lambda: ModelSettings(allow_random_weights=True, device="cpu")
     )
@@ -258,10 +264,19 @@ class StandinProvider(AppServer):
         images = [i for i, flag in enumerate(is_image) if flag]
         texts = [i for i, flag in enumerate(is_image) if not flag]
         if images:
-            out[images] = self.embedder.embed_images([open_image(inputs[i], i) for i in images])
+            decoded = [open_image(inputs[i], i) for i in images]
+            self._apply_policy(decoded, images)
+            out[images] = self.embedder.embed_images(decoded)
         if texts:
             out[texts] = self.embedder.embed_texts([inputs[i] for i in texts])
         return out
+
+    def _apply_policy(self, images: list[Image.Image], slots: list[int]) -> None:
+        policy = self.config.refuse_image
+        for image, slot in zip(images, slots, strict=True):
+            reason = policy(image) if policy is not None else None
+            if reason:
+                raise Refused(400, f"input {slot}: refused by the content policy: {reason}", "invalid_request_error")
 
     def _v1_body(self, job: Job, vectors: np.ndarray, tokens: int) -> bytes:
         order = list(range(len(vectors)))

@@ -27,6 +27,7 @@ from yarl import URL
 
 from media.guard import AddressRefused, Allow, GuardedResolver, check_url
 from media.settings import FetchSettings
+from streams.errors import backoff_s
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +99,6 @@ def public_url(url: str) -> str:
         return str(URL(url).with_user(None))
     except (ValueError, TypeError):
         return url
-
-
-def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(max, base * 2**(attempt-1))]."""
-    return rng.uniform(0.0, min(max_s, base_s * 2 ** max(0, attempt - 1)))
 
 
 def _exhausted(err: FetchError, attempts: int) -> FetchError:
@@ -204,7 +200,7 @@ class Downloader:
                     raise
                 if attempt > self.settings.retries:
                     raise _exhausted(err, attempt) from None
-                delay = backoff_delay(attempt, self.settings.backoff_base_s, self.settings.backoff_max_s, self._rng)
+                delay = backoff_s(attempt, self.settings.backoff_base_s, self.settings.backoff_max_s, self._rng)
                 if loop.time() + delay >= deadline:
                     raise _exhausted(err, attempt) from None
                 logger.debug("retry %d of %s in %.2fs: %s", attempt, redact_url(url), delay, err.reason)

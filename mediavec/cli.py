@@ -212,6 +212,7 @@ def _drop_version(settings: Settings, version: str) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from consumers.embed.provider_report import read_reports
     from mediavec.status import look, render
 
     settings = load_settings()
@@ -222,7 +223,8 @@ def _status(args: argparse.Namespace) -> int:
         if args.watch:
             time.sleep(args.interval)
         now = look(settings)
-        print(("\033[2J\033[H" if args.watch else "") + render(now, before), flush=True)
+        providers = read_reports(settings.data_dir)
+        print(("\033[2J\033[H" if args.watch else "") + render(now, before, providers), flush=True)
         if not args.watch:
             return 0
         before = now

@@ -39,7 +39,8 @@ def _where(model: HubModel) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     from mediavec.settings import load_settings
-    from models.pull import card_licence, hub_models, local_models
+    from models.pull import card_licence, hub_models, local_models, remote_roles
+    from models.remote.settings import remote_model_id
 
     _quiet(args)
     settings = load_settings()
@@ -50,6 +51,9 @@ def _list(args: argparse.Namespace) -> int:
         print(f"  licence: {model.licence(card_licence(model))}")
     for local in local_models(settings):
         _print_local(local)
+    for role in remote_roles(settings):
+        r = settings.remote
+        print(f"{role}: {remote_model_id(r)} through {r.url} ({r.flavour} API; nothing to pull)")
     return 0
 
 

@@ -18,10 +18,12 @@ import numpy as np
 from PIL import Image
 
 from mediavec.settings import Settings
+from models.remote.settings import remote_model_id
 from models.settings import ModelSettings
 from stores.vectorstore import QdrantStore, VectorStore
 
 if TYPE_CHECKING:
+    from models.bundle import ImageEmbedder
     from models.clip import ClipEmbedder
     from models.faces import Face
     from models.textmodel import TextModel
@@ -102,7 +104,7 @@ class QueryModels:
 
     def __init__(self, settings: Settings, *, vision: ClipEmbedder | None = None) -> None:
         self.settings = settings
-        self._clip: dict[str, ClipEmbedder] = {vision.model_id: vision} if vision is not None else {}
+        self._clip: dict[str, ImageEmbedder] = {vision.model_id: vision} if vision is not None else {}
         self._vision_id = vision.model_id if vision is not None else None
         self._concept_id: str | None = None
         self._text: TextModel | None = None
@@ -110,6 +112,8 @@ class QueryModels:
 
     def model_id(self, role: Role) -> str:
         """The id of the configured model of a role (open_clip ones without building the model)."""
+        if role in ("vision", "concept") and self.settings.provider_of(role) == "remote":
+            return remote_model_id(self.settings.remote)
         if role == "vision":
             self._vision_id = self._vision_id or _weights_id(self.settings.model)
             return self._vision_id
@@ -118,13 +122,36 @@ class QueryModels:
             return self._concept_id
         return self.text_model().model_id if role == "minilm" else self.face_model().model_id
 
-    def clip(self, role: Literal["vision", "concept"], model_id: str) -> ClipEmbedder:
+    def clip(self, role: Literal["vision", "concept"], model_id: str) -> ImageEmbedder:
+        """The image model that made ``model_id``'s vectors: open_clip weights, or the remote provider."""
         from models.clip import ClipEmbedder
 
         if model_id not in self._clip:
-            base = self.settings.model if role == "vision" else self.settings.concept
-            self._clip[model_id] = ClipEmbedder.load(model_settings(base, model_id))
+            if model_id.startswith("remote/"):
+                self._clip[model_id] = self._remote(model_id)
+            else:
+                base = self.settings.model if role == "vision" else self.settings.concept
+                self._clip[model_id] = ClipEmbedder.load(model_settings(base, model_id))
         return self._clip[model_id]
+
+    def _remote(self, model_id: str) -> ImageEmbedder:
+        from models.remote.client import RemoteEmbedder
+
+        configured = remote_model_id(self.settings.remote)
+        if model_id != configured:
+            raise SearchError(
+                f"the collection was made by {model_id}, and the configured provider is {configured}: "
+                "set MEDIAVEC_REMOTE__FLAVOUR and MEDIAVEC_REMOTE__MODEL to query it"
+            )
+        return RemoteEmbedder(self.settings.remote, purpose="query")
+
+    def close(self) -> None:
+        """Release the remote provider's session, where one was opened."""
+        from models.remote.client import RemoteEmbedder
+
+        for model in self._clip.values():
+            if isinstance(model, RemoteEmbedder):
+                model.close()
 
     def text_model(self) -> TextModel:
         from models.textmodel import TextModel

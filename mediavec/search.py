@@ -160,10 +160,13 @@ def search(
     store holds any collection the search would read.
     """
     query = Query.of(text, image)
+    own = models is None
     models = models or QueryModels(settings, vision=embedder)
     targets = plan(settings, collection, space, query, models)
     lists: list[list[Hit]] = []
     with ExitStack() as stack:
+        if own:
+            stack.callback(models.close)
         opened = [stack.enter_context(store) for store in open_stores(settings, stores)]
         found = False
         vectors: dict[tuple[Role, str], np.ndarray | None] = {}  # scene, object, text share one
@@ -233,7 +236,9 @@ def random_weight_models(settings: Settings) -> list[str]:
     rankings mean nothing; raises WeightsNotFound, as a search would, where they are not allowed."""
     from models.weights import resolve_weights
 
-    resolved = [resolve_weights(model) for model in (settings.model, settings.concept)]
+    local = [settings.model] if settings.provider_of("vision") == "local" else []
+    local += [settings.concept] if settings.provider_of("concept") == "local" else []
+    resolved = [resolve_weights(model) for model in local]
     return [w.model_id for w in resolved if w.is_random]
 
 

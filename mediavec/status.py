@@ -4,12 +4,18 @@ Lag is the sum over the stage's input partitions of (end offset - committed offs
 partition written in transactions ends with a commit marker, which no consumer commits past: when
 only one offset is left, a read_committed peek decides whether it is a record or the marker. Throughput
 is how fast the committed offsets advance between two looks; with ``--watch`` the view refreshes.
+
+Below the stages, the remote embedding providers of this host's embed workers (when any embeds
+through one): each worker's concurrency limit and requests in flight, the circuit's state, and
+the quota in use (requests/s and tokens/min over the last minute, against the configured quota).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -59,7 +65,7 @@ def look(settings: Settings) -> list[GroupState]:
     return out
 
 
-def render(now: list[GroupState], before: list[GroupState] | None) -> str:
+def render(now: list[GroupState], before: list[GroupState] | None, providers: Sequence[dict[str, Any]] = ()) -> str:
     lines = [f"{'stage':<15} {'group':<32} {'lag':>9} {'events/s':>9} {'ETA':>9}"]
     prev = {s.stage: s for s in before or []}
     for s in now:
@@ -68,7 +74,32 @@ def render(now: list[GroupState], before: list[GroupState] | None) -> str:
         eta = "-" if s.lag == 0 else (f"{s.lag / rate:.0f}s" if rate else "?")
         rate_text = f"{rate:.1f}" if rate is not None else "-"
         lines.append(f"{s.stage:<15} {s.group:<32} {s.lag:>9} {rate_text:>9} {eta:>9}")
-    return "\n".join(lines)
+    return "\n".join(lines + render_providers(providers))
+
+
+def render_providers(reports: Sequence[dict[str, Any]]) -> list[str]:
+    """Lines for the remote providers' reports (none when no worker embeds remotely)."""
+    if not reports:
+        return []
+    head = ("provider", "worker", "limit", "in use", "circuit", "req/s", "tokens/min", "429s")
+    lines = ["", "{:<32} {:<24} {:>5} {:>6} {:>9} {:>14} {:>18} {:>6}".format(*head)]
+    for r in reports:
+        lines.append(
+            f"{str(r.get('provider'))[:32]:<32} {str(r.get('worker'))[:24]:<24} {r.get('limit', '-'):>5} "
+            f"{r.get('in_flight', '-'):>6} {r.get('circuit')!s:>9} "
+            f"{_use(r.get('requests_per_s'), r.get('quota_requests_per_s'), '.1f'):>14} "
+            f"{_use(r.get('tokens_per_min'), r.get('quota_tokens_per_min'), '.0f'):>18} {r.get('throttled', 0):>6}"
+        )
+    return lines
+
+
+def _use(rate: object, quota: object, fmt: str) -> str:
+    """``rate/quota (share)``, or the rate alone where no quota is set."""
+    if not isinstance(rate, int | float):
+        return "-"
+    if not isinstance(quota, int | float) or quota <= 0:
+        return format(rate, fmt)
+    return f"{rate:{fmt}}/{quota:{fmt}} {rate / quota:.0%}"
 
 
 def _only_markers(settings: Settings, tails: list[TopicPartition]) -> list[TopicPartition]:

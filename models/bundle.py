@@ -10,6 +10,11 @@ text           the vision model's text tower (or MiniLM), OCR (rapidocr) and the
 face           the face backend (dlib 128-d descriptor, or ArcFace ONNX when configured)
 =============  =========================================================================
 
+With ``model.provider = remote`` (``MEDIAVEC_MODEL__PROVIDER=remote``) the vision model is a
+:class:`~models.remote.client.RemoteEmbedder`: the hosted API of the ``remote`` section embeds
+frames, crops and strings; the concept model follows it unless ``concept.provider`` says
+otherwise, sharing the same embedder (one limiter, one quota). The detector, OCR and faces stay local.
+
 Stored dimensions: the vision and concept spaces are truncated to their ``store_dim`` and
 renormalised (Matryoshka); faces keep their full width.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, TypeAlias
 
 import numpy as np
 
@@ -28,11 +34,14 @@ from models.detector import Detector
 from models.faces import FaceEmbedder
 from models.ocr import OcrReader
 from models.prompt_bank import DEFAULT_PROMPT_BANK
+from models.remote.client import RemoteEmbedder
 from models.settings import ModelsSettings
 from models.textmodel import TextModel, truncate
 from schemas.spaces import SpaceName
 
 logger = logging.getLogger(__name__)
+
+ImageEmbedder: TypeAlias = ClipEmbedder | RemoteEmbedder
 
 
 def stored(vectors: np.ndarray, store_dim: int | None) -> np.ndarray:
@@ -47,8 +56,8 @@ def stored(vectors: np.ndarray, store_dim: int | None) -> np.ndarray:
 class EmbedModels:
     """The loaded models; a member is None when no configured space needs it."""
 
-    vision: ClipEmbedder | None = None
-    concept: ClipEmbedder | None = None
+    vision: ImageEmbedder | None = None
+    concept: ImageEmbedder | None = None
     detector: Detector | None = None
     faces: FaceEmbedder | ArcFaceEmbedder | None = None
     ocr: OcrReader | None = None
@@ -63,19 +72,20 @@ class EmbedModels:
         spaces: Iterable[SpaceName],
         *,
         prompt_bank: tuple[str, ...] = (),
-        vision: ClipEmbedder | None = None,
+        vision: ImageEmbedder | None = None,
     ) -> EmbedModels:
         """Load what ``spaces`` need (empty ``prompt_bank``: the built-in one); ``vision`` reuses a loaded model."""
         spaces = set(spaces)
         text = settings.text
+        _check_remote_images(settings, spaces)
         models = cls()
         if spaces & {"scene", "object"} or ("text" in spaces and text.backend == "vision"):
-            models.vision = vision or ClipEmbedder.load(settings.model)
+            models.vision = vision or models._image_model(settings, "vision")
         if spaces & {"object", "text"}:
             d = settings.detector
             models.detector = Detector.load(d.weights, device=d.device)
         if "grid" in spaces:
-            models.concept = ClipEmbedder.load(settings.concept)
+            models.concept = models._image_model(settings, "concept")
             models.prompt_bank = prompt_bank or DEFAULT_PROMPT_BANK
             models.bank_vectors = models.concept.embed_texts(list(models.prompt_bank))
         if "text" in spaces:
@@ -87,12 +97,39 @@ class EmbedModels:
             models.faces = load_faces(settings)
         return models
 
+    def _image_model(self, settings: ModelsSettings, role: Literal["vision", "concept"]) -> ImageEmbedder:
+        """A role's model: open_clip here, or the remote provider (one embedder for both roles)."""
+        if settings.provider_of(role) == "local":
+            return ClipEmbedder.load(settings.model if role == "vision" else settings.concept)
+        for loaded in (self.vision, self.concept):
+            if isinstance(loaded, RemoteEmbedder):
+                return loaded
+        embedder = RemoteEmbedder(settings.remote, purpose="ingest")
+        logger.info("%s embeds through %s (%s API)", role, settings.remote.url, settings.remote.flavour)
+        return embedder
+
+    @property
+    def remote(self) -> RemoteEmbedder | None:
+        """The remote provider's embedder, when a role uses one."""
+        return next((m for m in (self.vision, self.concept) if isinstance(m, RemoteEmbedder)), None)
+
+    def close(self) -> None:
+        """Release what outlives a call: the remote provider's HTTP session and loop thread."""
+        if self.remote is not None:
+            self.remote.close()
+
     def text_model_id(self) -> str:
         if self.text is not None:
             return self.text.model_id
         if self.vision is None:
             raise RuntimeError("no text model loaded")
         return self.vision.model_id
+
+    def embed_text_items(self, texts: list[str]) -> list[np.ndarray | Exception]:
+        """Like :meth:`embed_texts`, with a remote provider's refusal of one string in its place."""
+        if self.text is None and isinstance(self.vision, RemoteEmbedder):
+            return self.vision.embed_text_items(texts)
+        return list(self.embed_texts(texts))
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Strings into the text space: the MiniLM space when configured, else the vision model's."""
@@ -101,6 +138,20 @@ class EmbedModels:
         if self.vision is None:
             raise RuntimeError("no text model loaded")
         return self.vision.embed_texts(texts)
+
+
+def _check_remote_images(settings: ModelsSettings, spaces: set[SpaceName]) -> None:
+    """A provider that embeds text only cannot make the image spaces: say so before any frame fails."""
+    imaged: list[tuple[Literal["vision", "concept"], set[SpaceName]]] = [
+        ("vision", spaces & {"scene", "object"}),
+        ("concept", spaces & {"grid"}),
+    ]
+    for role, needs in imaged:
+        if needs and settings.provider_of(role) == "remote" and not settings.remote.api().supports_images:
+            raise ValueError(
+                f"the {settings.remote.flavour} API embeds text only, and the {role} model makes "
+                f"{', '.join(sorted(needs))} from images: use the nim or openai flavour, or leave those spaces out"
+            )
 
 
 def load_faces(settings: ModelsSettings) -> FaceEmbedder | ArcFaceEmbedder:

@@ -161,6 +161,12 @@ class ClipEmbedder:
             features = self.model.encode_image(pixels.to(self.device, dtype=dtype, non_blocking=True))
             return _unit_fp16(features)
 
+    def embed_prepared(self, pixels: list[torch.Tensor]) -> list[np.ndarray]:
+        """Rows of per-image (3, H, W) tensors from :meth:`preprocess`: the embed stage's queue call."""
+        import torch
+
+        return list(self.embed_pixels(torch.stack(pixels)))
+
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return self._empty()

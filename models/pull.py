@@ -103,8 +103,15 @@ class Pulled:
 
 
 def hub_models(settings: ModelsSettings) -> list[HubModel]:
-    """The configured open_clip models: the vision model and the grid's concept model."""
-    return [HubModel(settings.model), HubModel(settings.concept)]
+    """The configured open_clip models run here: the vision model and the grid's concept model,
+    each unless a remote provider embeds for it."""
+    roles = (("vision", settings.model), ("concept", settings.concept))
+    return [HubModel(m) for role, m in roles if settings.provider_of(role) == "local"]  # type: ignore[arg-type]
+
+
+def remote_roles(settings: ModelsSettings) -> list[str]:
+    """The roles a remote provider embeds for (nothing to pull for them)."""
+    return [role for role in ("vision", "concept") if settings.provider_of(role) == "remote"]
 
 
 def select(settings: ModelsSettings, name: str | None) -> list[HubModel]:

@@ -7,11 +7,17 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from models.remote.settings import RemoteSettings
 from streams.settings import SECTION, StreamSettings
+
+Provider = Literal["local", "remote"]
 
 
 class ModelSettings(BaseModel):
     model_config = SECTION
+    provider: Provider = Field(
+        "local", description="local: open_clip in this process; remote: the hosted API of the remote section."
+    )
     arch: str = Field("ViT-B-32", description="open_clip architecture name.")
     pretrained: str = Field("openai", description="open_clip pretrained tag, looked up in model_dir or the hub cache.")
     model_dir: Path | None = Field(None, description="Directory holding checkpoints (see README: model weights).")
@@ -28,6 +34,9 @@ class ConceptSettings(ModelSettings):
 
     arch: str = Field("MobileCLIP2-S0", description="open_clip architecture of the grid model.")
     pretrained: str = Field("dfndr2b", description="open_clip pretrained tag of the grid model.")
+    provider: Provider | None = Field(  # type: ignore[assignment]
+        None, description="local or remote; unset: as the vision model (model.provider)."
+    )
 
 
 class DetectorSettings(BaseModel):
@@ -71,3 +80,16 @@ class ModelsSettings(StreamSettings):
     detector: DetectorSettings = DetectorSettings()
     faces: FaceSettings = FaceSettings()
     text: TextSettings = TextSettings()
+    remote: RemoteSettings = RemoteSettings()
+
+    def store_dim_of(self, role: Literal["vision", "concept"]) -> int | None:
+        """A role's stored width: its own ``store_dim`` locally, the remote section's through a provider."""
+        if self.provider_of(role) == "remote":
+            return self.remote.store_dim
+        return (self.model if role == "vision" else self.concept).store_dim
+
+    def provider_of(self, role: Literal["vision", "concept"]) -> Provider:
+        """Where a role's embeddings come from: the concept model follows the vision model unless set."""
+        if role == "concept" and self.concept.provider is not None:
+            return self.concept.provider
+        return self.model.provider

@@ -49,6 +49,13 @@ def classify(exc: BaseException) -> Action:
     return Action.ABORT
 
 
-def backoff_s(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
-    """Exponential backoff with full jitter (attempt counts from 1)."""
-    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+def backoff_s(attempt: int, base: float = 0.2, cap: float = 10.0, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**(attempt-1))].
+
+    ``attempt`` counts from 1 (the wait before the first retry). Full jitter spreads the retries of
+    many callers that failed together, so they do not return as one burst (AWS Architecture Blog,
+    "Exponential Backoff And Jitter"). Every retry loop of the project uses it: Kafka commits,
+    downloads, a remote provider's requests. ``rng`` makes a test or a simulation reproducible.
+    """
+    exponent = min(max(0, attempt - 1), 62)  # 2**62 already dwarfs any cap; avoids float overflow
+    return (rng or random).uniform(0.0, min(cap, base * 2.0**exponent))

@@ -33,6 +33,7 @@ from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, transactional_producer
 from streams.logctx import event
 from streams.offsets import next_offsets, topic_partitions
+from streams.pause import pause_until_available
 from streams.settings import StreamSettings
 from streams.stage import (
     Failure,
@@ -42,6 +43,7 @@ from streams.stage import (
     RetryBatch,
     Stage,
     StageLifecycle,
+    StageUnavailable,
     fault_failure,
 )
 from streams.topics import topics
@@ -115,10 +117,12 @@ class TransactionalLoop(ABC):
         self._producer: Producer | None = None
         self._last_lag_update = 0.0
         self.committed_batches = 0
+        self._stop = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        self._stop = stop
         lock = InstanceLock(self.settings.data_dir / "locks", self.transactional_id)
         lock.acquire()
         try:
@@ -303,15 +307,21 @@ class TransactionalRunner(TransactionalLoop):
     def _transform(self, records: list[InputRecord]) -> Sequence[list[OutputRecord] | Failure] | None:
         """The stage's results for the batch; a fault the stage cannot place on a record is isolated.
 
-        ``RetryBatch`` (a transient fault) is retried with backoff; any other exception, or a batch
-        that keeps asking for a retry, is isolated: each record is processed alone, and one that
-        makes the stage raise by itself becomes its own ``stage_fault`` dead letter. So no record
-        can stop the worker, and the good records of the batch go on.
+        ``StageUnavailable`` (a service the stage needs is down) pauses consumption until it is back,
+        then the batch is redone. ``RetryBatch`` (a transient fault) is retried with backoff; any
+        other exception, or a batch that keeps asking for a retry, is isolated: each record is
+        processed alone, and one that makes the stage raise by itself becomes its own
+        ``stage_fault`` dead letter. So no record can stop the worker, and the good records of the
+        batch go on.
         """
         for attempt in range(1, MAX_STAGE_RETRIES + 1):
             t0 = time.monotonic()
             try:
                 results = self.stage.process(records)
+            except StageUnavailable as down:
+                assert self._consumer is not None
+                pause_until_available(self._consumer, self.stage.name, down, self._stop)
+                return None  # rewound: processed again once the service is back
             except RetryBatch as exc:
                 wait = backoff_s(attempt, base=0.5)
                 logger.warning(
@@ -331,14 +341,19 @@ class TransactionalRunner(TransactionalLoop):
             raise RuntimeError(f"{self.stage.name} returned {len(results)} results for {len(records)} inputs")
         return results
 
-    def _isolate(self, records: list[InputRecord]) -> list[Result]:
-        """Process each record alone (twice at most); a record that still faults is dead-lettered."""
+    def _isolate(self, records: list[InputRecord]) -> list[Result] | None:
+        """Process each record alone (twice at most); a record that still faults is dead-lettered.
+        None when a service the stage needs went down meanwhile (paused, then the batch is redone)."""
         results: list[Result] = []
         for record in records:
             for attempt in range(1, ISOLATED_TRIES + 1):
                 try:
                     results.extend(self._checked(self.stage.process([record]), [record]))
                     break
+                except StageUnavailable as down:
+                    assert self._consumer is not None
+                    pause_until_available(self._consumer, self.stage.name, down, self._stop)
+                    return None
                 except Exception as exc:
                     if attempt < ISOLATED_TRIES:
                         time.sleep(backoff_s(attempt, base=0.5))

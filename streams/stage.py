@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -55,6 +55,20 @@ Result = list[OutputRecord] | Failure
 
 class RetryBatch(Exception):
     """Raised by a transform when the whole batch should be retried (a transient fault)."""
+
+
+class StageUnavailable(RetryBatch):
+    """A service the stage depends on is down (a remote embedding provider): stop consuming.
+
+    The runner rewinds the batch, pauses its partitions (still polling, so it keeps its place in
+    the group) and calls ``wait(timeout_s)`` until it returns True, then processes the batch
+    again. Unlike :class:`RetryBatch` it never gives up and never dead-letters: nothing in the
+    batch is at fault, and an outage of an hour must not turn an hour of input into dead letters.
+    """
+
+    def __init__(self, message: str, wait: Callable[[float], bool]) -> None:
+        super().__init__(message)
+        self.wait = wait
 
 
 class StageLifecycle(Protocol):

@@ -25,25 +25,24 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from consumers.embed.queues import ModelQueue
 from consumers.settings import ConsumerSettings
-from models.bundle import EmbedModels
+from models.bundle import EmbedModels, ImageEmbedder
 from models.faces import Face
 from models.geometry import Box, Detection, grid_boxes, spatial_phrases
 from models.ocr import TextRead
+from models.remote.client import ProviderUnavailable
 from schemas.spaces import SpaceName
-
-if TYPE_CHECKING:
-    import torch
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+Texts = dict[str, "np.ndarray | BaseException"]  # a string's vector, or why the model failed on it
 TEXT_CACHE_SIZE = 20_000
 # A run's prompt class counts as shown by a frame when its zero-shot probability over the
 # run's prompts (CLIP logit scale 100) reaches this, best first, at most MAX_PROMPT_ROWS.
@@ -126,7 +125,12 @@ class FramePipeline:
             return None
         e = self.settings.embed
         q: ModelQueue[Any, Any] = ModelQueue(
-            name, fn, batch_size=size, deadline_s=e.queue_deadline_s, depth_batches=e.queue_depth_batches
+            name,
+            fn,
+            batch_size=size,
+            deadline_s=e.queue_deadline_s,
+            depth_batches=e.queue_depth_batches,
+            fatal=(ProviderUnavailable,),
         )
         self._queues.append(q)
         return q
@@ -135,19 +139,12 @@ class FramePipeline:
         return "text" in self.spaces and (self.models.text is not None or self.models.vision is not None)
 
     @staticmethod
-    def _vision_fn(embedder: Any) -> Callable[[list[torch.Tensor]], Sequence[np.ndarray]] | None:
-        if embedder is None:
-            return None
+    def _vision_fn(embedder: ImageEmbedder | None) -> Callable[[list[Any]], Sequence[Any]] | None:
+        """The queue's call: preprocessed images (tensors, or a remote provider's JPEGs) to rows."""
+        return None if embedder is None else embedder.embed_prepared
 
-        def run(pixels: list[torch.Tensor]) -> Sequence[np.ndarray]:
-            import torch
-
-            return list(embedder.embed_pixels(torch.stack(pixels)))
-
-        return run
-
-    def _texts(self, strings: list[str]) -> list[np.ndarray]:
-        return list(self.models.embed_texts(strings))
+    def _texts(self, strings: list[str]) -> list[np.ndarray | Exception]:
+        return self.models.embed_text_items(strings)
 
     def _detect(self, items: list[tuple[Image.Image, tuple[str, ...]]]) -> list[list[Detection]]:
         """One forward per distinct prompt set; an open-vocabulary detector takes the run's prompts as classes."""
@@ -204,8 +201,8 @@ class FramePipeline:
         vision, concept, vision_q, concept_q = self.models.vision, self.models.concept, self.vision_q, self.concept_q
         if "scene" in self.spaces and vision is not None and vision_q is not None:
             scenes = self._pool.map(lambda p: vision.preprocess([p.image])[0], pending)
-            for p, pixels in zip(pending, scenes, strict=True):
-                p.scene = vision_q.submit(pixels)
+            for p, prepared in zip(pending, scenes, strict=True):
+                p.scene = vision_q.submit(prepared)
         if "grid" in self.spaces and concept is not None and concept_q is not None:
             n = self.settings.embed.grid
             for p in pending:
@@ -222,7 +219,7 @@ class FramePipeline:
             return
         min_side = self.settings.detector.min_side_px
 
-        def crops(p: _Pending) -> tuple[list[Detection], torch.Tensor | None]:
+        def crops(p: _Pending) -> tuple[list[Detection], Any]:  # tensors or a provider's JPEGs
             detections = p.detections.result() if p.detections is not None else []
             keep = [d for d in detections if _big_enough(d.box, min_side)]
             return keep, vision.preprocess([p.image.crop(_int_box(d.box)) for d in keep]) if keep else None
@@ -243,29 +240,32 @@ class FramePipeline:
         for phrase in spatial_phrases(detections, p.image.size[0], self.settings.text.max_phrases):
             p.texts.append((phrase, None, None))
 
-    def _embed_strings(self, pending: list[_Pending]) -> dict[str, np.ndarray]:
+    def _embed_strings(self, pending: list[_Pending]) -> Texts:
         """Every string of the batch (texts and prompt classes), cached ones without a model call."""
         wanted = dict.fromkeys(s for p in pending for s in [*(t for t, _, _ in p.texts), *p.prompts])
         text_q = self.text_q
         if not wanted or text_q is None:
             return {}
-        out = {s: self._text_cache[s] for s in wanted if s in self._text_cache}
+        out: dict[str, np.ndarray | BaseException] = {s: self._text_cache[s] for s in wanted if s in self._text_cache}
         futures = {s: text_q.submit(s) for s in wanted if s not in out}
         text_q.flush()
         for s, f in futures.items():
-            out[s] = f.result()
-            self._text_cache[s] = out[s]
+            failed = f.exception()
+            if failed is not None:  # that string's frames fail with it (see _text_rows)
+                out[s] = failed
+                continue
+            out[s] = self._text_cache[s] = f.result()
         while len(self._text_cache) > TEXT_CACHE_SIZE:
             self._text_cache.popitem(last=False)
         return out
 
-    def _collect(self, p: _Pending, texts: dict[str, np.ndarray]) -> FrameVectors | Exception:
+    def _collect(self, p: _Pending, texts: Texts) -> FrameVectors | Exception:
         try:
             return self._rows(p, texts)
         except Exception as exc:  # this frame's item failed alone in its model (see ModelQueue)
             return exc
 
-    def _rows(self, p: _Pending, texts: dict[str, np.ndarray]) -> FrameVectors:
+    def _rows(self, p: _Pending, texts: Texts) -> FrameVectors:
         out = FrameVectors()
         scene = p.scene.result() if p.scene is not None else None
         if scene is not None:
@@ -290,9 +290,7 @@ class FramePipeline:
                 label, score = f"{label}: {self.models.prompt_bank[best]}", float(sims[best])
             out.add("concept", Row("grid", i, vector, box, label, score))
 
-    def _text_rows(
-        self, p: _Pending, texts: dict[str, np.ndarray], scene: np.ndarray | None, out: FrameVectors
-    ) -> None:
+    def _text_rows(self, p: _Pending, texts: Texts, scene: np.ndarray | None, out: FrameVectors) -> None:
         if not texts:
             return
         model = "text" if self.models.text is not None else "vision"
@@ -302,7 +300,10 @@ class FramePipeline:
         first = {string: (box, score) for string, box, score in reversed(rows)}  # the first of repeats wins
         for i, string in enumerate(dict.fromkeys(string for string, _, _ in rows)):
             box, score = first[string]
-            out.add(model, Row("text", i, texts[string], box, string, score))
+            vector = texts[string]
+            if isinstance(vector, BaseException):
+                raise vector
+            out.add(model, Row("text", i, vector, box, string, score))
 
     @staticmethod
     def _flush(*queues: ModelQueue[Any, Any] | None) -> None:
@@ -311,11 +312,13 @@ class FramePipeline:
                 q.flush()
 
 
-def _matching_prompts(
-    prompts: Sequence[str], texts: dict[str, np.ndarray], scene: np.ndarray
-) -> list[tuple[str, float]]:
+def _matching_prompts(prompts: Sequence[str], texts: Texts, scene: np.ndarray) -> list[tuple[str, float]]:
     """The run's prompt classes a frame shows, by zero-shot probability over those prompts."""
-    matrix = np.stack([texts[p] for p in prompts]).astype(np.float32)
+    vectors = [texts[p] for p in prompts]
+    for v in vectors:
+        if isinstance(v, BaseException):
+            raise v
+    matrix = np.stack(vectors).astype(np.float32)  # type: ignore[arg-type]
     logits = 100.0 * (matrix @ scene.astype(np.float32))
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()

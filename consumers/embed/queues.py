@@ -10,7 +10,10 @@ batches: a quiet frame adds one crop less, the next frame's items take its place
 The queue is bounded (``depth_batches`` full batches): a producer faster than the model blocks
 in ``submit`` rather than growing memory. A batch that raises is retried item by item, so one
 poison input fails alone and its neighbours still get their outputs; when every item fails on
-its own, the fault is the model's (out of memory, a lost device) and all of them carry it.
+its own, the fault is the model's (out of memory, a lost device) and all of them carry it. A model
+may also answer an exception in one item's place (a remote provider refusing that input): that
+item fails alone, the others keep their outputs. An exception of a ``fatal`` type (the remote
+provider is down) fails the whole batch at once, without the item-by-item retry.
 
 The model runs in the worker thread only, so a model is never called from two threads at once.
 """
@@ -66,6 +69,7 @@ class ModelQueue(Generic[In, Out]):
         batch_size: int,
         deadline_s: float,
         depth_batches: int = 4,
+        fatal: tuple[type[Exception], ...] = (),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"{name}: batch size must be at least 1, got {batch_size}")
@@ -75,6 +79,7 @@ class ModelQueue(Generic[In, Out]):
         self.batches_run = 0
         self.items_run = 0
         self._fn = fn
+        self._fatal = fatal
         self._queue: queue.Queue[_Item[In, Out] | _Flush | None] = queue.Queue(
             maxsize=batch_size * max(1, depth_batches)
         )
@@ -142,8 +147,9 @@ class ModelQueue(Generic[In, Out]):
         try:
             outputs = self._call([item.value for item in live])
         except Exception as exc:
-            if len(live) == 1:
-                live[0].future.set_exception(exc)
+            if len(live) == 1 or isinstance(exc, self._fatal):
+                for item in live:
+                    item.future.set_exception(exc)
             else:
                 logger.warning("%s: a batch of %d failed (%s); retrying item by item", self.name, len(live), exc)
                 self._run_alone(live)
@@ -154,7 +160,7 @@ class ModelQueue(Generic[In, Out]):
         self.batches_run += 1
         self.items_run += len(live)
         for item, output in zip(live, outputs, strict=True):
-            item.future.set_result(output)
+            _settle(item.future, output, self.name)
 
     def _run_alone(self, items: list[_Item[In, Out]]) -> None:
         for item in items:
@@ -163,13 +169,26 @@ class ModelQueue(Generic[In, Out]):
             except Exception as exc:
                 MODEL_ITEM_ERRORS.labels(self.name).inc()
                 item.future.set_exception(exc)
+                if isinstance(exc, self._fatal):  # the model is down: the rest would fail alike
+                    for rest in items[items.index(item) + 1 :]:
+                        rest.future.set_exception(exc)
+                    return
             else:
                 self.batches_run += 1
                 self.items_run += 1
-                item.future.set_result(output)
+                _settle(item.future, output, self.name)
 
     def _call(self, values: list[In]) -> Sequence[Out]:
         outputs = self._fn(values)
         if len(outputs) != len(values):
             raise RuntimeError(f"{self.name}: {len(values)} inputs gave {len(outputs)} outputs")
         return outputs
+
+
+def _settle(future: Future[Out], output: Out, model: str) -> None:
+    """An item's output, or the exception the model answered in its place."""
+    if isinstance(output, Exception):
+        MODEL_ITEM_ERRORS.labels(model).inc()
+        future.set_exception(output)
+    else:
+        future.set_result(output)

@@ -15,7 +15,10 @@ made from the image decoded here (``thumbnail.py``), which sink-postgres keeps f
 
 Vectors leave at their stored width (``store_dim``: truncated and renormalised) as fp16 unit rows;
 faces keep their 128 dimensions. A model fault (out of memory, a lost device) retries the whole
-batch; a frame that fails alone in a model goes to the DLQ. No Kafka here.
+batch; a frame that fails alone in a model goes to the DLQ. With a remote provider, a frame the
+provider refuses for good is a ``provider_refused`` dead letter with the provider's message, and a
+provider that cannot be reached raises ``StageUnavailable``: the runner pauses consumption until
+it answers again. No Kafka here.
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ from PIL import Image
 
 import schemas
 from consumers.embed.pipeline import FramePipeline, FrameVectors, Row
+from consumers.embed.provider_report import ProviderReporter
 from consumers.embed.thumbnail import FrameView, frame_view
 from consumers.registry import EMBED
 from consumers.settings import ConsumerSettings
 from models.bundle import EmbedModels, stored
+from models.remote.client import ItemRefused, ProviderUnavailable
 from schemas.models import Frame, VectorBatch, VectorRow
 from streams.memory import HeapTrimmer
-from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, TopicKey
+from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, StageUnavailable, TopicKey
 
 if TYPE_CHECKING:
     import torch
@@ -80,9 +85,9 @@ class VectorWriter:
         self.model_ids: dict[str, str] = {}
         self.store_dims: dict[str, int | None] = {}
         if models.vision is not None:
-            self._add("vision", models.vision.model_id, settings.model.store_dim)
+            self._add("vision", models.vision.model_id, settings.store_dim_of("vision"))
         if models.concept is not None:
-            self._add("concept", models.concept.model_id, settings.concept.store_dim)
+            self._add("concept", models.concept.model_id, settings.store_dim_of("concept"))
         if models.text is not None:
             self._add("text", models.text.model_id, settings.text.store_dim)
         if models.faces is not None:
@@ -166,8 +171,10 @@ class EmbedStage:
     def __init__(self, settings: ConsumerSettings, models: EmbedModels | None = None) -> None:
         self._settings = settings
         self._models = models
+        self._owns_models = models is None
         self._pipeline: FramePipeline | None = None
         self._writer: VectorWriter | None = None
+        self._reporter: ProviderReporter | None = None
         self.frames_done = 0
         self.vectors_done = 0
         self._trimmer = HeapTrimmer()
@@ -185,6 +192,8 @@ class EmbedStage:
             )
         self._pipeline = FramePipeline(self._models, self._settings)
         self._writer = VectorWriter(self._models, self._settings)
+        if self._models.remote is not None:
+            self._reporter = ProviderReporter(self._models.remote, self._settings.data_dir).start()
 
     def process(self, batch: Sequence[InputRecord]) -> list[Result]:
         if self._pipeline is None or self._writer is None:
@@ -195,7 +204,9 @@ class EmbedStage:
         e = self._settings.embed
         views = [frame_view(d[1], e.thumbnail_side, e.thumbnail_quality) for _, d in good]
         vectors = self._pipeline.run([d[1] for _, d in good], [frame_prompts(f) for f in frames])
-        failed = [v for v in vectors if isinstance(v, Exception)]
+        self._provider_down(vectors)
+        # a provider's refusal is that frame's own verdict, not a model fault to retry the batch for
+        failed = [v for v in vectors if isinstance(v, Exception) and not isinstance(v, ItemRefused)]
         if failed and len(failed) == len(vectors):
             logger.warning("every frame of a batch of %d failed in a model, retrying: %s", len(vectors), failed[0])
             raise RetryBatch(f"model call failed: {type(failed[0]).__name__}: {failed[0]}")
@@ -205,8 +216,21 @@ class EmbedStage:
         self._trimmer.maybe_trim()  # what a large batch freed goes back; RSS stays what is held
         return results
 
+    def _provider_down(self, vectors: Sequence[FrameVectors | Exception]) -> None:
+        """Raise StageUnavailable when the remote provider could not be reached for any frame:
+        the runner pauses consumption and redoes the batch, so no frame is dead-lettered for it."""
+        down = next((v for v in vectors if isinstance(v, ProviderUnavailable)), None)
+        remote = self.models.remote
+        if down is not None and remote is not None:
+            raise StageUnavailable(f"embedding provider unavailable: {down}", remote.wait_available)
+
     def _result(self, frame: Frame, view: FrameView, vectors: FrameVectors | Exception) -> Result:
         assert self._writer is not None
+        if isinstance(vectors, ItemRefused):
+            reason = f"frame {frame.frame_index}: the embedding provider refused it: {vectors}"
+            return Failure(
+                "provider_refused", reason, media_id=frame.media_id, details={"frame_index": str(frame.frame_index)}
+            )
         if isinstance(vectors, Exception):
             reason = f"frame {frame.frame_index}: a model failed on it: {type(vectors).__name__}: {vectors}"
             return Failure("model_failed_on_frame", reason, media_id=frame.media_id)
@@ -215,7 +239,12 @@ class EmbedStage:
         return self._writer.outputs(frame, vectors, view)
 
     def close(self) -> None:
+        if self._reporter is not None:
+            self._reporter.close()
+            self._reporter = None
         if self._pipeline is not None:
             self._pipeline.close()
+        if self._models is not None and self._owns_models:
+            self._models.close()
         self._pipeline = self._writer = None
         self._models = None

@@ -319,6 +319,12 @@ def make_app(settings: Settings, models: QueryModels | None = None) -> web.Appli
     for e in ENDPOINTS:
         app.router.add_route(e.method, e.path, HANDLERS[e.name], name=e.name)
     add_page_routes(app)
+    if models is None:  # its own query models: a remote provider's session closes with the app
+
+        async def close_models(_: web.Application) -> None:
+            service.models.close()
+
+        app.on_cleanup.append(close_models)
     return app
 
 

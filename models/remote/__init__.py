@@ -12,7 +12,7 @@ from models.remote.hints import RateHint, parse_duration, parse_rate_headers
 from models.remote.limiter import AdaptiveLimiter, Slot
 from models.remote.providers import ApiRequest, Embedded, ProviderApi, ProviderError
 from models.remote.quota import Quota, QuotaExceeded, estimate_text_tokens
-from models.remote.retry import Outcome, classify, retry_delay
+from models.remote.retry import Outcome, classify
 from models.remote.settings import RemoteSettings
 
 __all__ = [
@@ -34,5 +34,4 @@ __all__ = [
     "estimate_text_tokens",
     "parse_duration",
     "parse_rate_headers",
-    "retry_delay",
 ]

@@ -25,17 +25,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import aiohttp
 import numpy as np
 from PIL import Image
 
+from models.remote import metrics
 from models.remote.breaker import CircuitBreaker
 from models.remote.hints import parse_rate_headers
 from models.remote.limiter import AdaptiveLimiter
+from models.remote.metrics import UsageWindow
 from models.remote.providers import (
     ApiRequest,
     InputType,
@@ -45,14 +48,16 @@ from models.remote.providers import (
     thumbnail_jpeg,
 )
 from models.remote.quota import Quota
-from models.remote.retry import Outcome, classify, retry_delay
-from models.remote.settings import RemoteSettings
+from models.remote.retry import Outcome, classify
+from models.remote.settings import RemoteSettings, remote_model_id
+from streams.errors import backoff_s
 from streams.loopthread import LoopThread
 
-__all__ = ["ItemsRefused", "ProviderUnavailable", "RemoteEmbedder", "RemoteResult"]
+__all__ = ["ItemRefused", "ItemsRefused", "ProviderUnavailable", "RemoteEmbedder", "RemoteResult", "remote_model_id"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+Purpose = Literal["ingest", "query"]
 
 RETRY_BASE_S, RETRY_CAP_S = 0.25, 30.0
 _KEY_REFUSED = frozenset({401, 403})  # the whole provider, not an item: every input would fail alike
@@ -61,6 +66,10 @@ IMAGE_TOKENS = 256  # the estimate of one image input against a tokens/min quota
 
 class ProviderUnavailable(Exception):
     """The provider kept failing with retriable errors: try the whole batch again later."""
+
+
+class ItemRefused(Exception):
+    """The provider refused one input for good; the message is the provider's."""
 
 
 class ItemsRefused(Exception):
@@ -97,10 +106,15 @@ class RemoteResult:
 class RemoteEmbedder:
     """Embeddings from a hosted API, with the local models' interface; ``close()`` when done."""
 
-    def __init__(self, settings: RemoteSettings, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, settings: RemoteSettings, *, purpose: Purpose = "ingest", rng: random.Random | None = None
+    ) -> None:
+        """``purpose``: ``ingest`` sends ``passage_input_type``, ``query`` sends ``query_input_type``."""
         self.settings = settings
         self.api = settings.api()
-        self.model_id = f"remote/{settings.flavour}/{settings.model.replace('/', ':')}"
+        self.model_id = remote_model_id(settings)
+        self.input_type = settings.passage_input_type if purpose == "ingest" else settings.query_input_type
+        self.usage = UsageWindow()
         self._rng = rng or random.Random()
         self._thread = LoopThread(f"remote-{settings.flavour}").start()
         self._thread.run(self._open())
@@ -136,23 +150,36 @@ class RemoteEmbedder:
     def embed_texts(self, texts: Sequence[str], input_type: InputType | None = None) -> np.ndarray:
         return _all(self.embed(texts=texts, input_type=input_type))
 
+    def preprocess(self, images: Sequence[Image.Image]) -> list[bytes]:
+        """What is sent of each image: a JPEG of at most ``image_side`` px (the embed stage's pool makes them)."""
+        s = self.settings
+        return [thumbnail_jpeg(im, s.image_side, s.image_quality) for im in images]
+
+    def embed_prepared(self, jpegs: list[bytes]) -> list[np.ndarray | Exception]:
+        """Per JPEG its unit row, or :class:`ItemRefused` with the provider's message where it was
+        refused for good; raises :class:`ProviderUnavailable` when the provider cannot be reached."""
+        return _per_item(self.embed(jpegs=jpegs))
+
+    def embed_text_items(self, texts: list[str]) -> list[np.ndarray | Exception]:
+        """Per string its unit row, or :class:`ItemRefused`; raises :class:`ProviderUnavailable`."""
+        return _per_item(self.embed(texts=texts))
+
     def embed(
         self,
         *,
         images: Sequence[Image.Image] = (),
+        jpegs: Sequence[bytes] = (),
         texts: Sequence[str] = (),
         input_type: InputType | None = None,
     ) -> RemoteResult:
-        """Images or texts (one kind per call), in requests of ``batch_size``, sent concurrently."""
-        s = self.settings
-        if images:
-            jpegs = [thumbnail_jpeg(im, s.image_side, s.image_quality) for im in images]
-            kind = input_type or s.passage_input_type
+        """Images, JPEGs or texts (one kind per call), in requests of ``batch_size``, sent concurrently."""
+        kind = input_type or self.input_type
+        jpegs = list(jpegs) or self.preprocess(images)
+        if jpegs:
             plan = self._plan(jpegs, lambda part: self.api.build_image_request(part, kind), _image_tokens)
         else:
-            kind = input_type or s.query_input_type
             plan = self._plan(list(texts), lambda part: self.api.build_request(part, kind), estimate_tokens)
-        return self._thread.run(self._embed_all(plan, len(images) or len(texts)))
+        return self._thread.run(self._embed_all(plan, len(jpegs) or len(texts)))
 
     def _plan(self, items: list[T], build: Callable[[list[T]], ApiRequest], cost: Callable[[list[T]], int]) -> Plan:
         """The requests of ``batch_size`` items with their ranges and estimated tokens, and one per item."""
@@ -162,12 +189,42 @@ class RemoteEmbedder:
         return Plan(batches, [build([item]) for item in items])
 
     def wait_available(self, timeout_s: float | None = None) -> bool:
-        """Block while the circuit is open (the provider is down); False when ``timeout_s`` ran out."""
+        """Probe the provider with one short text until it answers (through the breaker, so an
+        open circuit is waited out first); False when ``timeout_s`` ran out or the probe failed."""
         try:
-            self._thread.run(asyncio.wait_for(self.breaker.wait_closed(), timeout_s))
+            return self._thread.run(asyncio.wait_for(self._probe(), timeout_s))
         except TimeoutError:
             return False
-        return True
+
+    async def _probe(self) -> bool:
+        request = self.api.build_request(["mediavec probe"], self.input_type)
+        outcome, status, _, why = await self._send(request, 1)
+        if outcome != "ok":
+            logger.info("%s: probe: %s", self.model_id, why)
+        # A permanent 4xx proves the provider up (it refuses the probe text, not the traffic).
+        return outcome != "retriable" and status not in _KEY_REFUSED
+
+    def snapshot(self) -> dict[str, object]:
+        """The provider's state for ``mediavec status``: limit, in flight, circuit, quota use.
+
+        Read on the client's loop: the breaker's clock is that loop's, and the loop owns the counters."""
+        return self._thread.run(self._snapshot(), timeout=10)
+
+    async def _snapshot(self) -> dict[str, object]:
+        s = self.settings
+        rps, tpm = self.usage.rates()
+        return {
+            "provider": self.model_id,
+            "limit": self.limiter.limit,
+            "in_flight": self.limiter.in_flight,
+            "circuit": self.breaker.state,
+            "requests_per_s": round(rps, 3),
+            "tokens_per_min": round(tpm, 1),
+            "quota_requests_per_s": s.requests_per_s,
+            "quota_tokens_per_min": s.tokens_per_min,
+            "throttled": self.usage.throttled,
+            "requests": self.usage.requests,
+        }
 
     # -- the requests --------------------------------------------------------------------------
 
@@ -184,6 +241,7 @@ class RemoteEmbedder:
         except ProviderError as refused:
             if len(span) == 1:
                 result.refused[span.start] = refused.message
+                metrics.REFUSED.labels(self.model_id).inc()
                 return
             # Which of the items did the provider refuse? Ask for each alone.
             await asyncio.gather(
@@ -203,13 +261,14 @@ class RemoteEmbedder:
             if outcome == "ok":
                 embedded = self.api.parse_response(status, body, n, max_bytes=self.settings.max_response_bytes)
                 result.tokens += embedded.tokens or cost
+                metrics.TOKENS.labels(self.model_id).inc(embedded.tokens or cost)
                 return embedded.vectors
             if status in _KEY_REFUSED:
                 raise ProviderUnavailable(f"{self.model_id}: {why} (the provider refused the API key)")
             if outcome == "permanent":
                 raise ProviderError(why, status=status, kind="status")
             last = why
-            await asyncio.sleep(retry_delay(attempt, RETRY_BASE_S, RETRY_CAP_S, self._rng))
+            await asyncio.sleep(backoff_s(attempt, RETRY_BASE_S, RETRY_CAP_S, self._rng))
         raise ProviderUnavailable(f"{self.model_id}: no answer after {self.settings.max_retries + 1} tries: {last}")
 
     async def _send(self, request: ApiRequest, cost: int) -> tuple[Outcome, int, bytes, str]:
@@ -217,6 +276,9 @@ class RemoteEmbedder:
         async with self.breaker.admit() as ticket, self.limiter.slot() as slot:
             await self.quota.acquire(cost)
             slot.sent()
+            self.usage.add(cost)
+            metrics.IN_FLIGHT.labels(self.model_id).inc()
+            started = time.perf_counter()
             try:
                 async with self._session.post(self.settings.endpoint(request.path), json=request.body) as reply:
                     status, headers = reply.status, reply.headers
@@ -227,11 +289,28 @@ class RemoteEmbedder:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 outcome, hint = classify(None, exc), None
                 why = f"{type(exc).__name__}: {exc}"[:300]
+            finally:
+                metrics.IN_FLIGHT.labels(self.model_id).dec()
             ticket.record(outcome)
             slot.report(outcome, hint=hint, status=status or None)
+        self._count(outcome, status, time.perf_counter() - started)
         if outcome != "ok":
             logger.debug("%s %s: %s", self.model_id, outcome, why)
         return outcome, status, body, why
+
+    def _count(self, outcome: Outcome, status: int, seconds: float) -> None:
+        provider = self.model_id
+        metrics.REQUEST_S.labels(provider).observe(seconds)
+        metrics.REQUESTS.labels(provider, outcome).inc()
+        metrics.LIMIT.labels(provider).set(self.limiter.limit)
+        metrics.CIRCUIT_OPEN.labels(provider).set(0 if self.breaker.state == "closed" else 1)
+        if status == 429:
+            metrics.THROTTLED.labels(provider).inc()
+            self.usage.throttled += 1
+
+
+def _per_item(result: RemoteResult) -> list[np.ndarray | Exception]:
+    return [ItemRefused(result.refused[i]) if v is None else v.astype(np.float32) for i, v in enumerate(result.vectors)]
 
 
 def _all(result: RemoteResult) -> np.ndarray:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import logging
 import re
@@ -44,8 +43,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from PIL import Image
 
+from models.images import thumbnail_jpeg  # re-exported: what a provider is sent of an image
 from models.remote.quota import estimate_text_tokens
 
 __all__ = [
@@ -291,25 +290,6 @@ def estimate_tokens(inputs: Sequence[str]) -> int:
     estimate a client budgets its tokens per minute with, and what the stand-in provider bills.
     """
     return sum(max(1, estimate_text_tokens(item)) for item in inputs)
-
-
-def thumbnail_jpeg(image: Image.Image, side: int = 128, quality: int = 70) -> bytes:
-    """A baseline JPEG of ``image`` with its longest side at most ``side`` (never enlarged), in RGB.
-
-    The seed's cost cut: a 128 px JPEG at quality 70 is a few KB, so a few hundred tokens. The
-    same reducing resize as the embed stage's thumbnails (consumers/embed/thumbnail.py, which
-    the model layer cannot import).
-    """
-    if side <= 0 or not 1 <= quality <= 100:
-        raise ValueError(f"thumbnail side {side} and quality {quality}: side > 0, quality 1..100")
-    width, height = image.size
-    scale = min(1.0, side / max(width, height))
-    size = max(1, round(width * scale)), max(1, round(height * scale))
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    small = rgb if size == rgb.size else rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
-    buf = io.BytesIO()
-    small.save(buf, "JPEG", quality=quality, optimize=False, progressive=False)
-    return buf.getvalue()
 
 
 def data_url(image: bytes, mime: str = "image/jpeg") -> str:

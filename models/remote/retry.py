@@ -19,7 +19,6 @@ class name (``_TRANSPORT_ERRORS``) because this layer does not import it.
 
 from __future__ import annotations
 
-import random
 from typing import Literal
 
 Outcome = Literal["ok", "retriable", "rate_limited", "permanent"]
@@ -61,15 +60,3 @@ def _is_transport_fault(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return True
     return any(cls.__name__ in _TRANSPORT_ERRORS for cls in type(exc).__mro__)
-
-
-def retry_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**(attempt-1))].
-
-    ``attempt`` counts from 1 (the wait before the first retry). Full jitter spreads the retries of
-    many concurrent callers that failed together, so they do not return as one burst (AWS
-    Architecture Blog, "Exponential Backoff And Jitter"). The rng is injected so tests and the
-    simulation are reproducible.
-    """
-    exponent = min(max(0, attempt - 1), 62)  # 2**62 already dwarfs any cap; avoids float overflow
-    return rng.uniform(0.0, min(cap, base * 2.0**exponent))

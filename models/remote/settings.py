@@ -51,6 +51,12 @@ class RemoteSettings(BaseModel):
     truncate: Literal["NONE", "START", "END"] | None = Field(
         "END", description="nim: how over-long text is cut; null: not sent."
     )
+    store_dim: int | None = Field(
+        None,
+        ge=8,
+        description="Stored dimension: truncate and renormalise; only for models trained for it (Matryoshka). "
+        "Unset keeps the provider's width.",
+    )
     max_response_bytes: int = Field(
         MAX_RESPONSE_BYTES, ge=1024, le=MAX_RESPONSE_BYTES, description="Bigger answers are refused unread."
     )
@@ -83,3 +89,8 @@ class RemoteSettings(BaseModel):
                 f"initial_concurrency {self.initial_concurrency} is over max_concurrency {self.max_concurrency}"
             )
         return self
+
+
+def remote_model_id(settings: RemoteSettings) -> str:
+    """The model id of a remote provider's vectors: ``remote/<flavour>/<model, / as :>``."""
+    return f"remote/{settings.flavour}/{settings.model.replace('/', ':')}"

@@ -29,7 +29,8 @@ from models.remote.breaker import CircuitBreaker
 from models.remote.hints import parse_rate_headers
 from models.remote.limiter import AdaptiveLimiter
 from models.remote.quota import Quota
-from models.remote.retry import Outcome, classify, retry_delay
+from models.remote.retry import Outcome, classify
+from streams.errors import backoff_s
 
 T = TypeVar("T")
 _STUCK_S = 5.0  # real seconds to wait for a thread's wake-up before calling the simulation stuck
@@ -201,7 +202,7 @@ async def _drive(provider: SimulatedProvider, items: int, workers: int, attempt:
                     succeeded += 1
                 if outcome in ("ok", "permanent"):
                     break
-                await asyncio.sleep(retry_delay(tries, 0.05, 2.0, rng))
+                await asyncio.sleep(backoff_s(tries, 0.05, 2.0, rng))
 
     start = loop.time()
     await asyncio.gather(*(worker() for _ in range(workers)))

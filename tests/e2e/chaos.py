@@ -12,7 +12,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mediavec.localworkers import LocalWorkers
@@ -36,7 +36,7 @@ def run_with_chaos(
     tracker: RunTracker,
     *,
     stages: list[str],
-    restart_broker: Callable[[], None],
+    restart_broker: Callable[[], None] | None,
     kill_every_s: tuple[float, float] = (2.0, 5.0),
     broker_restart_at: float = 0.4,
     min_kills_per_stage: int = 2,
@@ -45,42 +45,59 @@ def run_with_chaos(
     extra: LocalWorkers | None = None,
     scale: tuple[str, ...] = (),
     scale_window: tuple[float, float] = (0.2, 0.6),
+    min_kills: Mapping[str, int] | None = None,
+    ready: Callable[[str], bool] | None = None,
 ) -> ChaosReport:
     """Kill random stages until the run is done (and every stage was killed often enough).
 
     With ``extra`` and ``scale``, second workers of those stages join the groups at the first
     fraction of the run and leave (SIGTERM) at the second: a rebalance each way, mid-run.
+    ``restart_broker`` None: the broker stays up. ``min_kills`` sets each stage's own minimum
+    (instead of ``min_kills_per_stage``) and the victim is drawn from the stages still under
+    theirs. ``ready(stage)`` False puts a due kill off to a later poll (kill a worker only in the
+    middle of something, e.g. while its remote calls are in flight).
     """
     rng = random.Random(seed)
     report = ChaosReport()
     start = time.monotonic()
     next_kill = start + rng.uniform(*kill_every_s)
     total = tracker.progress.total
+    wanted = {s: min_kills_per_stage for s in stages} | dict(min_kills or {})
+    broker_restarts = 0 if restart_broker is None else 1
+    victim: str | None = None
     while True:
         prog = tracker.poll(0.5)
         _restart_dead(workers, report)
         now = time.monotonic()
         if now - start > timeout_s:
-            raise AssertionError(f"chaos run stuck at {prog} after {report}")
-        chaos_done = all(report.kills[s] >= min_kills_per_stage for s in stages) and report.broker_restarts >= 1
+            raise AssertionError(f"chaos run stuck at {prog} after {report} (next to kill: {victim})")
+        chaos_done = all(report.kills[s] >= wanted[s] for s in stages) and report.broker_restarts >= broker_restarts
         if prog.done >= total and chaos_done:
             break
         if extra is not None and scale:
             _scale(extra, scale, prog.done / total, scale_window, report)
-        if report.broker_restarts == 0 and prog.done >= broker_restart_at * total:
+        if restart_broker is not None and report.broker_restarts == 0 and prog.done >= broker_restart_at * total:
             logger.warning("chaos: restarting the broker")
             restart_broker()
             report.broker_restarts += 1
         elif now >= next_kill and not chaos_done:
-            stage = rng.choice(stages)
-            logger.warning("chaos: SIGKILL %s at %d/%d", stage, prog.done, total)
-            workers.procs[stage].send_signal(signal.SIGKILL)
-            workers.procs[stage].wait(30)
-            workers.start([stage])
-            report.kills[stage] += 1
-            next_kill = now + rng.uniform(*kill_every_s)
+            if victim is None:
+                under = [s for s in stages if report.kills[s] < wanted[s]] if min_kills is not None else stages
+                victim = rng.choice(under)
+            if ready is not None and not ready(victim):
+                continue
+            logger.warning("chaos: SIGKILL %s at %d/%d", victim, prog.done, total)
+            _kill_and_restart(workers, victim, report)
+            victim, next_kill = None, now + rng.uniform(*kill_every_s)
     report.seconds = time.monotonic() - start
     return report
+
+
+def _kill_and_restart(workers: LocalWorkers, stage: str, report: ChaosReport) -> None:
+    workers.procs[stage].send_signal(signal.SIGKILL)
+    workers.procs[stage].wait(30)
+    workers.start([stage])
+    report.kills[stage] += 1
 
 
 def _scale(

@@ -30,7 +30,6 @@ from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from pydantic import SecretStr
 
-from consumers.embed.thumbnail import thumbnail_jpeg
 from consumers.sink_postgres.sink import PostgresSink
 from consumers.sink_qdrant.sink import QdrantSink
 from devstack import postgres
@@ -41,6 +40,7 @@ from mediavec.service.app import ServiceServer
 from mediavec.service.page import CSP
 from mediavec.service.settings import ServeSettings
 from mediavec.settings import Settings
+from models.images import thumbnail_jpeg
 from schemas import VectorBatch, encode_vector_batch
 from stores.settings import PostgresSettings
 from streams.stage import InputRecord

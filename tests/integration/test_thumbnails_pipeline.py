@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from consumers.embed.stage import decode_image
-from consumers.embed.thumbnail import thumbnail_size
 from mediavec import workers
 from mediavec.settings import Settings
+from models.images import thumbnail_size
 from schemas import encode_frame
 from schemas.models import Frame
 from stores.metadb import read_thumbnail

@@ -19,10 +19,11 @@ import schemas
 from consumers.embed.pipeline import FrameVectors, Row
 from consumers.embed.settings import EmbedSettings
 from consumers.embed.stage import EmbedStage, VectorWriter, decode_image, embed_frames_in_memory
-from consumers.embed.thumbnail import FrameView, thumbnail_jpeg, thumbnail_size
+from consumers.embed.thumbnail import FrameView
 from mediavec.settings import Settings
 from models import ClipEmbedder
 from models.bundle import EmbedModels, stored
+from models.images import thumbnail_jpeg, thumbnail_size
 from models.settings import ModelSettings
 from schemas.models import Frame
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, Stage

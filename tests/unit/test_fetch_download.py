@@ -14,8 +14,9 @@ import pytest
 
 from devstack.mediaserver import Canary, MediaServer
 from devstack.samples import find_sample_photos
-from media.download import Download, Downloader, FetchError, backoff_delay, redact_url
+from media.download import Download, Downloader, FetchError, redact_url
 from media.settings import FetchSettings
+from streams.errors import backoff_s
 
 PHOTOS = {path.name: path for path in find_sample_photos()[0]}
 BUS = PHOTOS["bus.jpg"]
@@ -236,8 +237,8 @@ def test_redact_url() -> None:
 
 def test_backoff_full_jitter_is_bounded() -> None:
     rng = random.Random(7)
-    delays = [backoff_delay(attempt, 0.25, 5.0, rng) for attempt in range(1, 12) for _ in range(20)]
+    delays = [backoff_s(attempt, 0.25, 5.0, rng) for attempt in range(1, 12) for _ in range(20)]
     assert all(0.0 <= d <= 5.0 for d in delays)
-    first = [backoff_delay(1, 0.25, 5.0, rng) for _ in range(50)]
+    first = [backoff_s(1, 0.25, 5.0, rng) for _ in range(50)]
     assert max(first) <= 0.25
     assert len(set(first)) > 1  # jittered, not a fixed sleep

@@ -103,3 +103,41 @@ def test_a_closed_queue_refuses_work_and_a_wrong_output_count_is_an_error() -> N
         q.submit(1)
     with pytest.raises(ValueError, match="at least 1"):
         ModelQueue("t", lambda items: items, batch_size=0, deadline_s=1.0)
+
+
+class Down(Exception):
+    """The model's service is unreachable: every item would fail alike."""
+
+
+def test_an_exception_answered_in_an_items_place_fails_that_item_alone() -> None:
+    calls: list[list[int]] = []
+
+    def model(items: list[int]) -> Sequence[int | Exception]:
+        calls.append(list(items))
+        return [ValueError(f"refused {i}") if i == 5 else i * 10 for i in items]
+
+    q: ModelQueue[int, int] = ModelQueue("t", model, batch_size=8, deadline_s=3600.0)
+    futures = q.map([4, 5, 6])
+    q.flush()
+    assert futures[0].result(10) == 40 and futures[2].result(10) == 60
+    with pytest.raises(ValueError, match="refused 5"):
+        futures[1].result(10)
+    assert calls == [[4, 5, 6]]  # one call: no item-by-item retry for an answered refusal
+    q.close()
+
+
+def test_a_fatal_fault_fails_the_whole_batch_without_retrying_each_item() -> None:
+    calls: list[list[int]] = []
+
+    def model(items: list[int]) -> Sequence[int]:
+        calls.append(list(items))
+        raise Down("provider unreachable")
+
+    q: ModelQueue[int, int] = ModelQueue("t", model, batch_size=8, deadline_s=3600.0, fatal=(Down,))
+    futures = q.map([1, 2, 3])
+    q.flush()
+    for f in futures:
+        with pytest.raises(Down):
+            f.result(10)
+    assert calls == [[1, 2, 3]]
+    q.close()

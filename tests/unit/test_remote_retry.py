@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from models.remote.retry import classify, retry_delay
+from models.remote.retry import classify
+from streams.errors import backoff_s
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_retry_delay_is_full_jitter_under_a_growing_capped_ceiling() -> None:
     rng = random.Random(7)
     for attempt in range(1, 15):
         ceiling = min(5.0, 0.1 * 2 ** (attempt - 1))
-        delays = [retry_delay(attempt, 0.1, 5.0, rng) for _ in range(200)]
+        delays = [backoff_s(attempt, 0.1, 5.0, rng) for _ in range(200)]
         assert all(0.0 <= d <= ceiling for d in delays)
         assert max(delays) > 0.5 * ceiling  # it reaches up to the ceiling: not stuck at the base
         assert len(set(delays)) > 100  # jittered, not a fixed wait
@@ -61,5 +62,5 @@ def test_retry_delay_is_full_jitter_under_a_growing_capped_ceiling() -> None:
 
 def test_retry_delay_survives_absurd_attempts() -> None:
     rng = random.Random(1)
-    assert 0.0 <= retry_delay(10_000, 0.5, 30.0, rng) <= 30.0
-    assert 0.0 <= retry_delay(0, 0.5, 30.0, rng) <= 0.5
+    assert 0.0 <= backoff_s(10_000, 0.5, 30.0, rng) <= 30.0
+    assert 0.0 <= backoff_s(0, 0.5, 30.0, rng) <= 0.5
