@@ -55,6 +55,10 @@ class SearchFilter:
         for bound in (self.time_from_s, self.time_to_s):
             if bound is not None and not math.isfinite(bound):
                 raise FilterError("time bounds must be finite numbers of seconds")
+        if self.time_from_s is not None and self.time_to_s is not None and self.time_from_s > self.time_to_s:
+            raise FilterError(
+                f"time_from_s {self.time_from_s:g} is after time_to_s {self.time_to_s:g}: nothing could match"
+            )
         if self.exclude_ids:
             object.__setattr__(self, "exclude_ids", tuple(canonical_ids(list(self.exclude_ids))))
 

@@ -47,6 +47,7 @@ def test_bad_filters_are_a_400_that_says_why(server: ServiceServer) -> None:  # 
         ({"media_ids": [f"m{i}" for i in range(101)]}, "at most 100"),
         ({"time_from_s": -1}, "time_from_s"),
         ({"colour": "red"}, "unknown field"),
+        ({"time_from_s": 5, "time_to_s": 2}, "nothing could match"),
     ]
     for where, told in cases:
         r = post_json(server, "/v1/search", {"text": "x", "collection": "shop", "filter": where})
