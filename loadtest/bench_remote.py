@@ -124,7 +124,9 @@ def section(arms: list[Arm], n: int, rps: float, latency_s: float, p99_s: float,
         f"random-weight ViT-B-32; {n:,} images, each a 128 px JPEG at quality 70, one a request. `seed`: a fixed "
         "semaphore of 5 API calls, no retries, no rate-limit headers; `adaptive`: `RemoteEmbedder`, no quota "
         "configured (its limit and the provider's headers alone); `adaptive + quota`: the same with the "
-        "plan's requests/s configured. 429s include refusals over the provider's concurrency cap.",
+        "plan's requests/s configured. 429s include refusals over the provider's concurrency cap. "
+        "`images/s` is images stored per second of that design's own run: the seed's run is short because it "
+        "drops every image the provider throttles, so read its rate together with its success rate.",
         "",
         "| design | stored | seconds | images/s | share of quota | 429s per 1,000 requests | success |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
