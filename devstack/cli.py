@@ -16,9 +16,15 @@ NEEDS_BROKER: frozenset[str] = frozenset()
 
 def _dev(args: argparse.Namespace) -> int:
     from devstack import stack
+    from devstack.procs import DevStackError
     from devstack.settings import load_dev_settings
 
     settings = load_dev_settings()
+    if args.brokers is not None:
+        if args.action != "up":
+            raise DevStackError("--brokers goes with `dev up`; status and down find every node themselves")
+        cluster = settings.devstack.model_copy(update={"brokers": args.brokers})  # in range: checked by _brokers
+        settings = settings.model_copy(update={"devstack": cluster})
     if args.action == "up":
         print(stack.up(settings).describe())
     elif args.action == "down" and args.purge:
@@ -39,10 +45,26 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(load_dev_settings(), query=args.query, keep_workers=args.keep_workers)
 
 
+def _brokers(text: str) -> int:
+    """``--brokers``: a whole number of KRaft nodes the port scheme has room for."""
+    from devstack.settings import MAX_BROKERS
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_BROKERS:
+        raise argparse.ArgumentTypeError(f"a number of brokers from 1 to {MAX_BROKERS}, not {text!r}")
+    return int(text)
+
+
 def add_commands(sub: Any) -> None:
     d = sub.add_parser("dev", help="local stack: Kafka (KRaft) and PostgreSQL, no Docker")
     d.add_argument("action", choices=["up", "down", "status"])
     d.add_argument("--purge", action="store_true", help="with down: also delete the broker's and PostgreSQL's data")
+    d.add_argument(
+        "--brokers",
+        type=_brokers,
+        metavar="N",
+        help="with up: run Kafka as a cluster of N KRaft nodes on loopback (default 1, or MEDIAVEC_DEVSTACK__BROKERS); "
+        "node i listens on the single node's ports + 10*i",
+    )
     d.set_defaults(func=_dev)
 
     demo = sub.add_parser("demo", help="the whole pipeline on bundled sample images")

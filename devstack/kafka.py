@@ -1,27 +1,31 @@
-"""A real single-node Apache Kafka 4 (KRaft, broker and controller in one JVM) for local runs.
+"""Real Apache Kafka 4 KRaft nodes (broker and controller in one JVM each) for local runs.
 
-The jars come from Maven Central through ``pom.xml`` beside this file; everything the broker
-writes (jars, config, data, logs, PID file) lives under ``<data_dir>/kafka/``. It listens on
-127.0.0.1 only: PLAINTEXT on ``kafka_port`` (what the pipeline uses by default),
+One node by default; ``brokers`` of them as one cluster (:mod:`devstack.cluster`: ids, ports,
+the shared cluster id). The jars come from Maven Central through ``pom.xml`` beside this file;
+everything node 0 writes (config, data, logs, PID file) lives under ``<data_dir>/kafka/``, node
+``i``'s under ``<data_dir>/kafka/node-<i>/``, and the jars in ``<data_dir>/kafka/lib`` serve all.
+Node 0 listens on 127.0.0.1 only: PLAINTEXT on ``kafka_port`` (what the pipeline uses by default),
 SASL_PLAINTEXT on ``kafka_port + 2`` and SASL_SSL on ``kafka_port + 3`` (a certificate from the
 stack's own CA, :mod:`devstack.tls`), both with PLAIN and SCRAM-SHA-512, for one user
 whose generated password lives in :mod:`devstack.credentials`. The PLAIN user is declared in the
 listener's JAAS config (so ``server.properties`` is written 0600); the SCRAM credential is
 upserted through the admin API once the broker answers, which works on storage formatted before
 the listener existed. The SASL_SSL listener also takes OAUTHBEARER: JWTs from the stack's own
-OIDC issuer (:mod:`devstack.oidc`), checked against its JWKS file, issuer and audience.
+OIDC issuer (:mod:`devstack.oidc`), checked against its JWKS file, issuer and audience. Node
+``i`` has the same listeners ``10 * i`` ports higher: a client that bootstraps on any listener
+reaches every broker on that listener.
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import signal
 import subprocess
-import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from devstack import credentials, oidc, tls
+from devstack import cluster, credentials, oidc, tls
 from devstack.procs import (
     DevStackError,
     port_open,
@@ -52,7 +56,6 @@ HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
 LOG4J_CONFIG = HERE / "log4j2.xml"
 MAIN_CLASS = "kafka.Kafka"
-NODE_ID = 1
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # frames carry JPEGs up to 8 MiB, plus headroom
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-512")
 TLS_MECHANISMS = (*SASL_MECHANISMS, "OAUTHBEARER")  # OIDC tokens only over TLS
@@ -69,11 +72,13 @@ class KafkaPaths:
     pid_file: Path
 
     @classmethod
-    def of(cls, settings: DevSettings) -> KafkaPaths:
-        root = settings.data_dir.resolve() / "kafka"
+    def of(cls, settings: DevSettings, node: int = 0) -> KafkaPaths:
+        """Node 0's files where the single node's always were; node ``i``'s in ``node-<i>/``."""
+        base = settings.data_dir.resolve() / "kafka"
+        root = base if node == 0 else base / f"node-{node}"
         return cls(
             root=root,
-            lib=root / "lib",
+            lib=base / "lib",
             data=root / "data",
             logs=root / "logs",
             config=root / "server.properties",
@@ -91,7 +96,8 @@ class KafkaPaths:
 
 
 def bootstrap_servers(settings: DevSettings) -> str:
-    return f"127.0.0.1:{settings.devstack.kafka_port}"
+    """Every node's PLAINTEXT address, so a client starts even while one node is down."""
+    return cluster.bootstrap_servers(settings)
 
 
 def resolve_jars(settings: DevSettings) -> Path:
@@ -119,15 +125,14 @@ def resolve_jars(settings: DevSettings) -> Path:
     return lib
 
 
-def _listener_props(settings: DevSettings) -> dict[str, object]:
+def _listener_props(settings: DevSettings, node: int) -> dict[str, object]:
     """PLAINTEXT (clients, inter-broker), SASL_PLAINTEXT and SASL_SSL (authenticated clients), CONTROLLER."""
-    dev = settings.devstack
-    sasl, ssl = credentials.sasl_port(settings), tls.port(settings)
+    port = cluster.ports(settings, node)
     client_listeners = (
-        f"PLAINTEXT://127.0.0.1:{dev.kafka_port},SASL_PLAINTEXT://127.0.0.1:{sasl},SASL_SSL://127.0.0.1:{ssl}"
+        f"PLAINTEXT://127.0.0.1:{port.plaintext},SASL_PLAINTEXT://127.0.0.1:{port.sasl},SASL_SSL://127.0.0.1:{port.tls}"
     )
     props: dict[str, object] = {
-        "listeners": f"{client_listeners},CONTROLLER://127.0.0.1:{dev.controller_port}",
+        "listeners": f"{client_listeners},CONTROLLER://127.0.0.1:{port.controller}",
         "advertised.listeners": client_listeners,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
@@ -177,30 +182,28 @@ def _sasl_props(settings: DevSettings, prefix: str) -> dict[str, object]:
     }
 
 
-def server_properties(settings: DevSettings) -> str:
-    """The broker's configuration: one KRaft node, single replicas, loopback only.
+def server_properties(settings: DevSettings, node: int = 0) -> str:
+    """Node ``node``'s configuration: loopback only, one of ``brokers`` voters, replication to match.
 
     It holds the PLAIN user's password: write it only through :func:`write_config` (mode 0600).
     """
-    paths = KafkaPaths.of(settings)
+    brokers = settings.devstack.brokers
+    replication = cluster.replication_props(brokers)
     props = {
         "process.roles": "broker,controller",
-        "node.id": NODE_ID,
-        "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{settings.devstack.controller_port}",
-        **_listener_props(settings),
-        "log.dirs": paths.data,
+        "node.id": cluster.node_id(node),
+        "controller.quorum.voters": cluster.quorum_voters(settings, brokers),
+        **_listener_props(settings, node),
+        "log.dirs": KafkaPaths.of(settings, node).data,
         "num.partitions": 1,
         "auto.create.topics.enable": "false",
-        "offsets.topic.replication.factor": 1,
-        # Fewer internal partitions than the default 50: one broker, and a faster first start.
+        # Listed here again by ``replication``, which keeps this place: a running node's file must
+        # stay byte-identical to what older code wrote, or ``dev up`` restarts it as stale.
+        "offsets.topic.replication.factor": replication["offsets.topic.replication.factor"],
+        # Fewer internal partitions than the default 50: a small stack, and a faster first start.
         "offsets.topic.num.partitions": 8,
         "transaction.state.log.num.partitions": 8,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
-        "share.coordinator.state.topic.replication.factor": 1,
-        "share.coordinator.state.topic.min.isr": 1,
-        "min.insync.replicas": 1,
-        "default.replication.factor": 1,
+        **replication,
         "group.initial.rebalance.delay.ms": 0,
         # Long GPU batches run inside transactions; clients may ask for up to 15 minutes.
         "transaction.max.timeout.ms": 900_000,
@@ -213,18 +216,18 @@ def server_properties(settings: DevSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_config(settings: DevSettings) -> None:
+def write_config(settings: DevSettings, node: int = 0) -> None:
     """Write ``server.properties`` readable by its owner only: it holds a password."""
-    credentials.write_private(KafkaPaths.of(settings).config, server_properties(settings))
+    credentials.write_private(KafkaPaths.of(settings, node).config, server_properties(settings, node))
 
 
-def config_current(settings: DevSettings) -> bool:
-    """Whether ``server.properties`` on disk is what this code would write now.
+def config_current(settings: DevSettings, node: int = 0) -> bool:
+    """Whether node ``node``'s ``server.properties`` on disk is what this code would write now.
 
     A broker started by an older version (without the SASL listener, say) runs a stale one.
     """
-    config = KafkaPaths.of(settings).config
-    return config.exists() and config.read_text() == server_properties(settings)
+    config = KafkaPaths.of(settings, node).config
+    return config.exists() and config.read_text() == server_properties(settings, node)
 
 
 def _java() -> str:
@@ -235,8 +238,8 @@ def _java() -> str:
     return java
 
 
-def _java_cmd(settings: DevSettings, heap: str, main: str, *args: str) -> list[str]:
-    paths = KafkaPaths.of(settings)
+def _java_cmd(settings: DevSettings, node: int, heap: str, main: str, *args: str) -> list[str]:
+    paths = KafkaPaths.of(settings, node)
     return [
         _java(),
         f"-Xms{heap}",
@@ -255,86 +258,79 @@ def _java_cmd(settings: DevSettings, heap: str, main: str, *args: str) -> list[s
     ]
 
 
-def _cluster_id() -> str:
-    """A Kafka-style cluster id: 16 random bytes, URL-safe base64, not starting with '-'."""
-    while True:
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not cid.startswith("-"):
-            return cid
-
-
-def format_storage(settings: DevSettings) -> None:
-    """Format the KRaft log directory once; an already formatted one is left alone."""
-    paths = KafkaPaths.of(settings)
+def format_storage(settings: DevSettings, node: int = 0) -> None:
+    """Format a node's KRaft log directory once, with the cluster's id; a formatted one is left alone."""
+    paths = KafkaPaths.of(settings, node)
     if (paths.data / "meta.properties").exists():
         return
-    cid = _cluster_id()
-    cmd = _java_cmd(settings, "256m", "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(paths.config))
+    cid = cluster.claim(settings).cluster_id
+    cmd = _java_cmd(settings, node, "256m", "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(paths.config))
     logger.info("formatting Kafka storage in %s (cluster id %s)", paths.data, cid)
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=paths.root)
     if done.returncode != 0:
         raise DevStackError(f"kafka StorageTool format failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
 
 
-def _marker(settings: DevSettings) -> str:
-    """What the broker's command line holds: its config file, unique to this stack's data dir."""
-    return f"{MAIN_CLASS} {KafkaPaths.of(settings).config}"
+def _marker(settings: DevSettings, node: int) -> str:
+    """What a node's command line holds: its config file, unique to this stack's data dir and node."""
+    return f"{MAIN_CLASS} {KafkaPaths.of(settings, node).config}"
 
 
-def pid(settings: DevSettings) -> int | None:
-    """The broker's PID when it is running, else None."""
-    return running_pid(KafkaPaths.of(settings).pid_file, _marker(settings))
+def pid(settings: DevSettings, node: int = 0) -> int | None:
+    """Node ``node``'s PID when it is running, else None."""
+    return running_pid(KafkaPaths.of(settings, node).pid_file, _marker(settings, node))
 
 
-def start(settings: DevSettings) -> int:
-    """Start the broker in the background (jars, config and storage prepared first); return its PID."""
-    paths = KafkaPaths.of(settings)
-    running = pid(settings)
+def start(settings: DevSettings, node: int = 0) -> int:
+    """Start one node in the background (jars, config and storage prepared first); return its PID."""
+    paths = KafkaPaths.of(settings, node)
+    running = pid(settings, node)
     if running is not None:
         return running
-    dev = settings.devstack
-    ports = {"kafka_port": dev.kafka_port, "controller_port": dev.controller_port}
-    extra = {"SASL listener (kafka_port + 2)": credentials.sasl_port(settings), "TLS listener (+3)": tls.port(settings)}
-    require_free_ports("Kafka", {**ports, **extra})
+    cluster.claim(settings)  # storage formatted for another number of nodes fails here, before anything starts
+    require_free_ports(f"Kafka node {node}", cluster.ports(settings, node).as_dict())
     resolve_jars(settings)
     for folder in (paths.data, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
-    write_config(settings)
-    format_storage(settings)
-    cmd = _java_cmd(settings, dev.kafka_heap, MAIN_CLASS, str(paths.config))
-    new_pid = spawn(cmd, paths.stdout_log, cwd=paths.root, marker=_marker(settings))
+    write_config(settings, node)
+    format_storage(settings, node)
+    cmd = _java_cmd(settings, node, settings.devstack.kafka_heap, MAIN_CLASS, str(paths.config))
+    new_pid = spawn(cmd, paths.stdout_log, cwd=paths.root, marker=_marker(settings, node))
     paths.pid_file.write_text(f"{new_pid}\n")
-    logger.info("Kafka starting, pid %d, bootstrap %s, log %s", new_pid, bootstrap_servers(settings), paths.server_log)
+    logger.info("Kafka node %d starting, pid %d, log %s", node, new_pid, paths.server_log)
     return new_pid
 
 
 def _answers(settings: DevSettings) -> bool:
-    ports = (settings.devstack.kafka_port, credentials.sasl_port(settings), tls.port(settings))
-    if not all(port_open(p) for p in ports):
+    """Whether every node's client listeners accept connections and all are registered brokers."""
+    listeners = [cluster.ports(settings, node) for node in cluster.nodes(settings)]
+    if not all(port_open(p) for lst in listeners for p in (lst.plaintext, lst.sasl, lst.tls)):
         return False
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap_servers(settings), "logger": logger}
     client = AdminClient(conf)
     try:
-        return len(client.list_topics(timeout=5).brokers) > 0
-    except Exception as exc:  # KafkaException while the broker is still coming up
+        return len(client.list_topics(timeout=5).brokers) == cluster.size(settings)
+    except Exception as exc:  # KafkaException while the brokers are still coming up
         logger.debug("Kafka not ready yet: %s", exc)
         return False
 
 
 def wait_ready(settings: DevSettings, timeout_s: float = 180.0) -> None:
-    """Block until the broker answers a metadata request; fail early if its process died."""
-    paths = KafkaPaths.of(settings)
+    """Block until every node is a broker the cluster's metadata lists; fail early if one died."""
 
     def ready() -> bool:
-        if pid(settings) is None:
-            raise DevStackError(
-                f"Kafka exited while starting; see {paths.server_log} and {paths.stdout_log}:\n"
-                f"{tail(paths.server_log)}\n{tail(paths.stdout_log)}"
-            )
+        for node in cluster.nodes(settings):
+            if pid(settings, node) is None:
+                paths = KafkaPaths.of(settings, node)
+                raise DevStackError(
+                    f"Kafka node {node} exited while starting; see {paths.server_log} and {paths.stdout_log}:\n"
+                    f"{tail(paths.server_log)}\n{tail(paths.stdout_log)}"
+                )
         return _answers(settings)
 
     if not wait_for(ready, timeout_s):
-        raise DevStackError(f"Kafka did not answer within {timeout_s:.0f} s; see {paths.server_log}")
+        logs = ", ".join(str(KafkaPaths.of(settings, n).server_log) for n in cluster.nodes(settings))
+        raise DevStackError(f"Kafka did not answer within {timeout_s:.0f} s; see {logs}")
     ensure_scram_user(settings)
 
 
@@ -355,14 +351,21 @@ def ensure_scram_user(settings: DevSettings, timeout_s: float = 30.0) -> None:
             raise DevStackError(f"could not set the SCRAM credential of Kafka user {user!r}: {exc}") from None
 
 
-def stop(settings: DevSettings, timeout_s: float = 60.0, kill: bool = False) -> None:
-    """Stop the broker: SIGTERM (a controlled shutdown) then SIGKILL after ``timeout_s``.
+def stop(settings: DevSettings, timeout_s: float = 60.0, kill: bool = False, nodes: Iterable[int] = (0,)) -> None:
+    """Stop nodes: SIGTERM (a controlled shutdown) then SIGKILL after ``timeout_s``.
 
-    ``kill=True`` sends SIGKILL at once, a crash as the chaos tests want it. Data is kept.
+    Every node gets its signal before any is waited for: a cluster stopped one node at a time
+    loses its controller quorum half-way, and the last nodes' controlled shutdown would wait for
+    it. ``kill=True`` sends SIGKILL at once, a crash as the chaos tests want it. Data is kept.
     """
-    paths = KafkaPaths.of(settings)
-    running = pid(settings)
-    if running is not None:
-        logger.info("stopping Kafka pid %d%s", running, " (SIGKILL)" if kill else "")
-        stop_pid(running, _marker(settings), signal.SIGKILL if kill else signal.SIGTERM, timeout_s)
-    paths.pid_file.unlink(missing_ok=True)
+    sig = signal.SIGKILL if kill else signal.SIGTERM
+    running = {node: pid(settings, node) for node in nodes}
+    for node, node_pid in running.items():
+        if node_pid is not None:
+            logger.info("stopping Kafka node %d, pid %d%s", node, node_pid, " (SIGKILL)" if kill else "")
+            with contextlib.suppress(ProcessLookupError):  # it may have died on its own since
+                os.kill(node_pid, sig)
+    for node, node_pid in running.items():
+        if node_pid is not None:
+            stop_pid(node_pid, _marker(settings, node), sig, timeout_s)
+        KafkaPaths.of(settings, node).pid_file.unlink(missing_ok=True)

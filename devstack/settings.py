@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from functools import cache
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mediavec.settings import Settings
 from streams.settings import SECTION
+
+MAX_BROKERS = 9  # node i listens on node 0's ports + 10 * i: nine nodes keep within 90 ports
 
 
 class DevStackSettings(BaseModel):
@@ -16,6 +18,12 @@ class DevStackSettings(BaseModel):
     controller_port: int = 19093
     postgres_port: int = 15432
     kafka_heap: str = "768m"
+    brokers: int = Field(
+        1,
+        ge=1,
+        le=MAX_BROKERS,
+        description="KRaft nodes (each broker and controller); node i listens on the ports of node 0 plus 10 * i.",
+    )
 
 
 class DevSettings(Settings):

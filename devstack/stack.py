@@ -5,6 +5,10 @@ older ``server.properties`` is restarted with the current one) and the services 
 the Python process that started them; ``down`` stops them through their PID files. Every call
 holds ``<data_dir>/devstack.lock`` so two processes working on one stack take turns.
 
+Kafka is one KRaft node, or ``brokers`` of them as one cluster (``mediavec dev up --brokers 3``,
+:mod:`devstack.cluster`); ``status``, ``down`` and ``purge`` find every node of the stack's
+storage without being told how many.
+
 Besides the open PLAINTEXT listener the broker has SASL_PLAINTEXT and SASL_SSL ones (PLAIN,
 SCRAM-SHA-512; TLS with a certificate from the stack's own CA, where OAUTHBEARER with the stack's
 OIDC issuer works too) and PostgreSQL a password-checked role; :mod:`devstack.credentials`,
@@ -21,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack import credentials, kafka, postgres, tls
+from devstack import cluster, credentials, kafka, postgres, tls
 from devstack.procs import file_lock
 from devstack.settings import DevSettings
 
@@ -50,10 +54,11 @@ class StackInfo:
     credentials_file: Path | None = None  # where the generated passwords are (0600); never their content
     tls_bootstrap_servers: str = ""  # SASL_SSL listener, a certificate from the stack's own CA
     tls_ca_file: Path | None = None  # what TLS clients trust (MEDIAVEC_KAFKA__SSL_CA_LOCATION)
+    kafka_nodes: tuple[ServiceStatus, ...] = ()  # every node, node 0 (``kafka``) first
 
     @property
     def running(self) -> bool:
-        return self.kafka.running and self.postgres.running
+        return all(node.running for node in self.kafka_nodes or (self.kafka,)) and self.postgres.running
 
     @property
     def kafka_log(self) -> Path:
@@ -71,7 +76,12 @@ class StackInfo:
     def describe(self) -> str:
         """A few lines for people: what runs where, and where its logs are."""
         lines = [f"dev stack in {self.data_dir}: {'running' if self.running else 'not running'}"]
-        for svc, address in ((self.kafka, self.bootstrap_servers), (self.postgres, self.postgres_dsn)):
+        if len(self.kafka_nodes) > 1:
+            lines.append(f"  {'kafka':<10} {f'{len(self.kafka_nodes)} KRaft nodes':<20} {self.bootstrap_servers}")
+            services = [(node, f"127.0.0.1:{node.port}") for node in self.kafka_nodes]
+        else:
+            services = [(self.kafka, self.bootstrap_servers)]
+        for svc, address in (*services, (self.postgres, self.postgres_dsn)):
             state = f"running, pid {svc.pid}" if svc.running else "stopped"
             lines.append(f"  {svc.name:<10} {state:<20} {address}")
             lines.append(f"  {'':<10} log: {svc.log_path}")
@@ -88,25 +98,34 @@ class StackInfo:
         return "\n".join(lines)
 
 
+def _node_status(settings: DevSettings, node: int, name: str) -> ServiceStatus:
+    node_pid = kafka.pid(settings, node)
+    port = cluster.ports(settings, node).plaintext
+    return ServiceStatus(name, node_pid is not None, node_pid, port, kafka.KafkaPaths.of(settings, node).server_log)
+
+
 def status(settings: DevSettings) -> StackInfo:
     """Report on the stack without changing it."""
-    kafka_pid = kafka.pid(settings)
     pg_pid = postgres.pid(settings)
-    dev = settings.devstack
+    names = ["kafka"] if cluster.size(settings) == 1 else [f"kafka-{n}" for n in cluster.nodes(settings)]
+    nodes = tuple(_node_status(settings, n, name) for n, name in enumerate(names))
     return StackInfo(
         data_dir=settings.data_dir.resolve(),
         bootstrap_servers=kafka.bootstrap_servers(settings),
         postgres_dsn=postgres.dsn(settings),
-        kafka=ServiceStatus(
-            "kafka", kafka_pid is not None, kafka_pid, dev.kafka_port, kafka.KafkaPaths.of(settings).server_log
-        ),
+        kafka=nodes[0],
         postgres=ServiceStatus(
-            "postgres", pg_pid is not None, pg_pid, dev.postgres_port, postgres.PostgresPaths.of(settings).log_file
+            "postgres",
+            pg_pid is not None,
+            pg_pid,
+            settings.devstack.postgres_port,
+            postgres.PostgresPaths.of(settings).log_file,
         ),
-        sasl_bootstrap_servers=credentials.sasl_bootstrap_servers(settings),
+        sasl_bootstrap_servers=cluster.bootstrap_servers(settings, "sasl"),
         credentials_file=credentials.path(settings),
-        tls_bootstrap_servers=tls.bootstrap_servers(settings),
+        tls_bootstrap_servers=cluster.bootstrap_servers(settings, "tls"),
         tls_ca_file=tls.TlsFiles.of(settings).ca_cert,
+        kafka_nodes=nodes,
     )
 
 
@@ -115,10 +134,15 @@ def _lock(settings: DevSettings) -> AbstractContextManager[None]:
 
 
 def up(settings: DevSettings, timeout_s: float = 180.0) -> StackInfo:
-    """Start whatever is not running and wait until both services answer."""
+    """Start whatever is not running and wait until every service answers.
+
+    Fails, changing nothing, when Kafka's storage was formatted for another number of nodes.
+    """
     with _lock(settings):
+        cluster.claim(settings)
         _restart_stale_kafka(settings, timeout_s)
-        kafka.start(settings)  # the JVM boots in the background while PostgreSQL starts
+        for node in cluster.nodes(settings):  # the JVMs boot in the background while PostgreSQL starts
+            kafka.start(settings, node)
         postgres.start(settings, timeout_s)
         postgres.wait_ready(settings, timeout_s)
         kafka.wait_ready(settings, timeout_s)
@@ -126,36 +150,41 @@ def up(settings: DevSettings, timeout_s: float = 180.0) -> StackInfo:
 
 
 def _restart_stale_kafka(settings: DevSettings, timeout_s: float) -> None:
-    """Stop a running broker whose configuration is not the current one, so ``start`` renews it.
+    """Stop running nodes whose configuration is not the current one, so ``start`` renews them.
 
     This happens once after an upgrade (a broker without the SASL listener, say); clients
     reconnect as they do after any broker restart.
     """
-    if kafka.pid(settings) is not None and not kafka.config_current(settings):
-        logger.warning("Kafka runs with an outdated server.properties; restarting it with the current one")
-        kafka.stop(settings, timeout_s)
+    stale = [n for n in cluster.nodes(settings) if kafka.pid(settings, n) and not kafka.config_current(settings, n)]
+    if stale:
+        logger.warning("Kafka node(s) %s run with an outdated server.properties; restarting them", stale)
+        kafka.stop(settings, timeout_s, nodes=stale)
 
 
 def down(settings: DevSettings, timeout_s: float = 60.0) -> StackInfo:
-    """Stop both services (data is kept); a stopped stack is left as it is."""
+    """Stop every service (data is kept); a stopped stack is left as it is."""
     with _lock(settings):
-        kafka.stop(settings, timeout_s)
+        kafka.stop(settings, timeout_s, nodes=cluster.on_disk(settings))
         postgres.stop(settings, timeout_s)
         return status(settings)
 
 
 def purge(settings: DevSettings, timeout_s: float = 60.0) -> list[Path]:
-    """Stop both services and delete their data and logs; returns what was deleted.
+    """Stop every service and delete their data and logs; returns what was deleted.
 
-    The broker's jars stay (the next ``up`` formats fresh storage and initialises a new cluster
-    without resolving them again), and so does the credentials file. A test session's stack and
-    ``mediavec dev down --purge`` end here, so repeated runs do not fill the disk.
+    The broker's jars stay (the next ``up`` formats fresh storage and initialises a new cluster,
+    of any number of nodes, without resolving them again), and so does the credentials file. A
+    test session's stack and ``mediavec dev down --purge`` end here, so repeated runs do not fill
+    the disk.
     """
     with _lock(settings):
-        kafka.stop(settings, timeout_s)
+        nodes = cluster.on_disk(settings)
+        kafka.stop(settings, timeout_s, nodes=nodes)
         postgres.stop(settings, timeout_s)
         k = kafka.KafkaPaths.of(settings)
-        gone = [path for path in (k.data, k.logs, k.config, postgres.PostgresPaths.of(settings).root) if path.exists()]
+        others = [kafka.KafkaPaths.of(settings, n).root for n in nodes if n > 0]
+        candidates = (k.data, k.logs, k.config, *others, cluster.record_path(settings))
+        gone = [path for path in (*candidates, postgres.PostgresPaths.of(settings).root) if path.exists()]
         for path in gone:
             if path.is_dir():
                 shutil.rmtree(path)
@@ -164,21 +193,21 @@ def purge(settings: DevSettings, timeout_s: float = 60.0) -> list[Path]:
         return gone
 
 
-def stop_kafka(settings: DevSettings, kill: bool = False, timeout_s: float = 60.0) -> None:
-    """Stop only the broker; ``kill=True`` SIGKILLs it, as a crash would."""
+def stop_kafka(settings: DevSettings, kill: bool = False, timeout_s: float = 60.0, node: int = 0) -> None:
+    """Stop only one Kafka node (node 0: the single broker); ``kill=True`` SIGKILLs it, as a crash would."""
     with _lock(settings):
-        kafka.stop(settings, timeout_s, kill=kill)
+        kafka.stop(settings, timeout_s, kill=kill, nodes=(node,))
 
 
-def start_kafka(settings: DevSettings, timeout_s: float = 180.0) -> StackInfo:
-    """Start only the broker (after :func:`stop_kafka`) and wait until it answers."""
+def start_kafka(settings: DevSettings, timeout_s: float = 180.0, node: int = 0) -> StackInfo:
+    """Start one Kafka node (after :func:`stop_kafka`) and wait until every node is a broker again."""
     with _lock(settings):
-        kafka.start(settings)
+        kafka.start(settings, node)
         kafka.wait_ready(settings, timeout_s)
         return status(settings)
 
 
-def restart_kafka(settings: DevSettings, kill: bool = False, timeout_s: float = 180.0) -> StackInfo:
-    """Stop and start the broker, keeping its data, and wait until it answers again."""
-    stop_kafka(settings, kill=kill)
-    return start_kafka(settings, timeout_s)
+def restart_kafka(settings: DevSettings, kill: bool = False, timeout_s: float = 180.0, node: int = 0) -> StackInfo:
+    """Stop and start one Kafka node, keeping its data, and wait until the cluster answers again."""
+    stop_kafka(settings, kill=kill, node=node)
+    return start_kafka(settings, timeout_s, node=node)

@@ -22,10 +22,18 @@ from schemas.spaces import ALL_SPACES
 logger = logging.getLogger(__name__)
 
 
-def _topics(_args: argparse.Namespace) -> int:
-    from streams.admin import ensure_topics
+def _topics(args: argparse.Namespace) -> int:
+    from streams.admin import check_topics, ensure_topics
 
-    created = ensure_topics(load_settings())
+    settings = load_settings()
+    if args.check:
+        drifts = check_topics(settings)
+        for found in drifts:
+            print(found.line())
+        if not drifts:
+            print("no drift: every declared topic is as declared")
+        return 1 if drifts else 0
+    created = ensure_topics(settings)
     print("created: " + (", ".join(created) if created else "nothing, all topics exist"))
     return 0
 
@@ -249,6 +257,12 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("topics", help="create the declared topics (idempotent)")
+    t.add_argument(
+        "--check",
+        action="store_true",
+        help="create nothing; print each way the broker's topics differ from their declarations "
+        "(missing, fewer partitions, replication, min.insync.replicas, retention, cleanup policy); exit 1 on any",
+    )
     t.set_defaults(func=_topics)
 
     r = sub.add_parser(

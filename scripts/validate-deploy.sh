@@ -2,8 +2,8 @@
 # Validates the deployment files offline, with pinned validators in their own venv:
 #   Dockerfile          hadolint
 #   docker-compose.yml  the Compose specification schema bundled by check-jsonschema
-#   k8s/                Kubernetes schemas bundled by kubernetes-validate (strict), KEDA resources
-#                       against the CRDs vendored in deploy/validate/crds (deploy/validate/k8s_manifests.py)
+#   k8s/                Kubernetes schemas bundled by kubernetes-validate (strict), KEDA and Strimzi
+#                       resources against the CRDs vendored in deploy/validate/crds (deploy/validate/k8s_manifests.py)
 #
 # Usage: scripts/validate-deploy.sh                  validate the repository's files
 #        scripts/validate-deploy.sh --compose F --k8s DIR --dockerfile F   only these

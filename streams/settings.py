@@ -108,7 +108,23 @@ class TopicSettings(BaseModel):
     frames_partitions: int = 16
     vectors_partitions: int = 16
     dlq_partitions: int = 4
-    replication_factor: int = 1
+    replication_factor: int = Field(1, ge=1, description="Copies of each partition; 3 on a cluster.")
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Topic config min.insync.replicas: the copies an acks=all write waits for; "
+        "unset: the broker's default.",
+    )
+
+    @model_validator(mode="after")
+    def _writable(self) -> TopicSettings:
+        # More in-sync copies required than exist: every acks=all write would fail.
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
+                f"({self.replication_factor}): no write could be acknowledged"
+            )
+        return self
 
 
 class SinkSettings(BaseModel):
