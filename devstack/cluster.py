@@ -91,13 +91,14 @@ def replication_props(brokers: int) -> dict[str, object]:
     }
 
 
-def _addresses(port_of: dict[int, int]) -> str:
-    return ",".join(f"127.0.0.1:{port}" for port in port_of.values())
+def _addresses(host: str, port_of: dict[int, int]) -> str:
+    return ",".join(f"{host}:{port}" for port in port_of.values())
 
 
 def bootstrap_servers(settings: DevSettings, listener: str = "plaintext") -> str:
     """Every node's address on one listener (``plaintext``, ``sasl`` or ``tls``), comma-separated."""
-    return _addresses({n: getattr(ports(settings, n), listener) for n in range(size(settings))})
+    port_of = {n: getattr(ports(settings, n), listener) for n in range(size(settings))}
+    return _addresses(settings.devstack.kafka_host, port_of)
 
 
 def record_path(settings: DevSettings) -> Path:

@@ -4,9 +4,10 @@ One node by default; ``brokers`` of them as one cluster (:mod:`devstack.cluster`
 the shared cluster id). The jars come from Maven Central through ``pom.xml`` beside this file;
 everything node 0 writes (config, data, logs, PID file) lives under ``<data_dir>/kafka/``, node
 ``i``'s under ``<data_dir>/kafka/node-<i>/``, and the jars in ``<data_dir>/kafka/lib`` serve all.
-Node 0 listens on 127.0.0.1 only: PLAINTEXT on ``kafka_port`` (what the pipeline uses by default),
-SASL_PLAINTEXT on ``kafka_port + 2`` and SASL_SSL on ``kafka_port + 3`` (a certificate from the
-stack's own CA, :mod:`devstack.tls`), both with PLAIN and SCRAM-SHA-512, for one user
+Node 0 listens on 127.0.0.1 only (``kafka_host`` puts the client listeners on another of this
+machine's addresses, as for workers on several hosts): PLAINTEXT on ``kafka_port`` (what the
+pipeline uses by default), SASL_PLAINTEXT on ``kafka_port + 2`` and SASL_SSL on ``kafka_port + 3``
+(a certificate from the stack's own CA, :mod:`devstack.tls`), both with PLAIN and SCRAM-SHA-512, for one user
 whose generated password lives in :mod:`devstack.credentials`. The PLAIN user is declared in the
 listener's JAAS config (so ``server.properties`` is written 0600); the SCRAM credential is
 upserted through the admin API once the broker answers, which works on storage formatted before
@@ -127,9 +128,9 @@ def resolve_jars(settings: DevSettings) -> Path:
 
 def _listener_props(settings: DevSettings, node: int) -> dict[str, object]:
     """PLAINTEXT (clients, inter-broker), SASL_PLAINTEXT and SASL_SSL (authenticated clients), CONTROLLER."""
-    port = cluster.ports(settings, node)
+    port, host = cluster.ports(settings, node), settings.devstack.kafka_host
     client_listeners = (
-        f"PLAINTEXT://127.0.0.1:{port.plaintext},SASL_PLAINTEXT://127.0.0.1:{port.sasl},SASL_SSL://127.0.0.1:{port.tls}"
+        f"PLAINTEXT://{host}:{port.plaintext},SASL_PLAINTEXT://{host}:{port.sasl},SASL_SSL://{host}:{port.tls}"
     )
     props: dict[str, object] = {
         "listeners": f"{client_listeners},CONTROLLER://127.0.0.1:{port.controller}",
@@ -304,7 +305,8 @@ def start(settings: DevSettings, node: int = 0) -> int:
 def _answers(settings: DevSettings) -> bool:
     """Whether every node's client listeners accept connections and all are registered brokers."""
     listeners = [cluster.ports(settings, node) for node in cluster.nodes(settings)]
-    if not all(port_open(p) for lst in listeners for p in (lst.plaintext, lst.sasl, lst.tls)):
+    host = settings.devstack.kafka_host
+    if not all(port_open(p, host) for lst in listeners for p in (lst.plaintext, lst.sasl, lst.tls)):
         return False
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap_servers(settings), "logger": logger}
     client = AdminClient(conf)

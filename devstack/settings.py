@@ -15,6 +15,11 @@ MAX_BROKERS = 9  # node i listens on node 0's ports + 10 * i: nine nodes keep wi
 class DevStackSettings(BaseModel):
     model_config = SECTION
     kafka_port: int = 19092
+    kafka_host: str = Field(
+        "127.0.0.1",
+        description="Address the nodes' client listeners bind and advertise; another of this machine's "
+        "addresses serves clients on other hosts or network namespaces (the controllers stay on 127.0.0.1).",
+    )
     controller_port: int = 19093
     postgres_port: int = 15432
     kafka_heap: str = "768m"

@@ -35,6 +35,7 @@ system_packages() {
   ldconfig -p | grep -q 'libavcodec\.so\.' || missing+=(libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8)
   command -v java > /dev/null || missing+=(openjdk-17-jre-headless)
   command -v mvn > /dev/null || missing+=(maven)
+  command -v ip > /dev/null || missing+=(iproute2)  # network namespaces: workers on several hosts (tests/e2e/test_hosts.py)
   if ! command -v "$PYTHON" > /dev/null; then
     missing+=(python3 python3-venv)
   elif [[ ! -x $VENV/bin/python ]] && ! "$PYTHON" -c 'import ensurepip, venv' 2> /dev/null; then
