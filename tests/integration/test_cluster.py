@@ -7,10 +7,6 @@ purges it at the end. The tests run in order: the last one SIGKILLs a broker.
 
 from __future__ import annotations
 
-import os
-import random
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -19,59 +15,23 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from devstack import cluster, credentials, kafka, stack, tls
-from devstack.procs import pid_alive, port_in_use
-from devstack.settings import DevSettings, DevStackSettings
+from devstack.procs import pid_alive
+from devstack.settings import DevSettings
 from streams.kafka import consumer, transactional_producer
-from streams.settings import KafkaSettings, TopicSettings
 from streams.topics import topics
+from tests.cluster import BROKERS, running_cluster
+from tests.cluster import admin as _admin
+from tests.cluster import cli as _cli
 from tests.kafkautil import wait_for
 
 pytestmark = pytest.mark.integration
 
-BROKERS = 3
-HEAP = "320m"  # three JVMs on two cores and a CI runner's memory
-
-
-def _free_base() -> int:
-    """A kafka_port whose three nodes' listeners (+0..+23) and PostgreSQL's (+50) are all free."""
-    for _ in range(200):
-        base = random.randrange(31000, 59000, 100)
-        wanted = [base + 10 * n + k for n in range(BROKERS) for k in range(4)] + [base + 50]
-        if not any(port_in_use(p) for p in wanted):
-            return base
-    raise RuntimeError("no free block of ports for a three-broker cluster")
-
-
-def _cli(settings: DevSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings.to_env()}
-    env.pop("MEDIAVEC_DEVSTACK__BROKERS")  # the number of brokers comes from `--brokers` alone
-    command = [sys.executable, "-m", "mediavec.cli", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
-
 
 @pytest.fixture(scope="module")
 def cluster_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevSettings]:
-    base = _free_base()
-    dev = DevStackSettings(
-        kafka_port=base, controller_port=base + 1, postgres_port=base + 50, kafka_heap=HEAP, brokers=BROKERS
-    )
-    bootstrap = ",".join(f"127.0.0.1:{base + 10 * n}" for n in range(BROKERS))
-    settings = DevSettings(
-        data_dir=tmp_path_factory.mktemp("cluster"),
-        devstack=dev,
-        kafka=KafkaSettings(bootstrap_servers=bootstrap, transaction_timeout_ms=60_000),
-        topics=TopicSettings(prefix=f"cluster.{uuid.uuid4().hex[:8]}.", replication_factor=3, min_insync_replicas=2),
-    )
-    up = _cli(settings, "dev", "up", "--brokers", "3")
-    try:
-        assert up.returncode == 0, up.stderr[-3000:]
+    # also purged after a failure; a no-op after test_dev_down_purge_stops_every_node
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as settings:
         yield settings
-    finally:
-        stack.purge(settings)  # also after a failure; a no-op after test_dev_down_purge_stops_every_node
-
-
-def _admin(settings: DevSettings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
 
 
 def _broker_config(settings: DevSettings, broker_id: int) -> dict[str, str]:
