@@ -224,6 +224,8 @@ def _explainers() -> dict[type, Explainer]:
     from mediavec.cli_plugins import plugins
     from mediavec.publish import PublishError
     from mediavec.query_models import SearchError
+    from models.remote.client import ItemRefused, ItemsRefused, ProviderUnavailable
+    from models.remote.settings import ProviderSettingsError
     from models.weights import WeightsNotFound
     from schemas import SchemaError
     from stores.encindex.keys import IndexKeyError
@@ -250,6 +252,10 @@ def _explainers() -> dict[type, Explainer]:
         MigrationError: _simple("metadb"),
         PublishError: _simple("publish"),
         SchemaError: _simple("invalid event"),
+        ProviderUnavailable: _simple("embedding provider", hint="check MEDIAVEC_REMOTE__URL and the key"),
+        ItemsRefused: _simple("embedding provider refused the input"),
+        ItemRefused: _simple("embedding provider refused the input"),
+        ProviderSettingsError: _simple("invalid settings", EXIT_USAGE),
         ValidationError: settings_problem,
         SettingsError: settings_problem,
         OSError: _os_error,

@@ -35,6 +35,7 @@ from models.faces import FaceEmbedder
 from models.ocr import OcrReader
 from models.prompt_bank import DEFAULT_PROMPT_BANK
 from models.remote.client import RemoteEmbedder
+from models.remote.settings import ProviderSettingsError
 from models.settings import ModelsSettings
 from models.textmodel import TextModel, truncate
 from schemas.spaces import SpaceName
@@ -148,7 +149,7 @@ def _check_remote_images(settings: ModelsSettings, spaces: set[SpaceName]) -> No
     ]
     for role, needs in imaged:
         if needs and settings.provider_of(role) == "remote" and not settings.remote.api().supports_images:
-            raise ValueError(
+            raise ProviderSettingsError(
                 f"the {settings.remote.flavour} API embeds text only, and the {role} model makes "
                 f"{', '.join(sorted(needs))} from images: use the nim or openai flavour, or leave those spaces out"
             )

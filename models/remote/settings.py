@@ -15,6 +15,10 @@ from models.remote.providers import MAX_RESPONSE_BYTES, ProviderApi
 from streams.settings import SECTION
 
 
+class ProviderSettingsError(ValueError):
+    """The provider's settings cannot do what the configured spaces ask (e.g. a text-only API for images)."""
+
+
 class RemoteSettings(BaseModel):
     """One hosted (or self-hosted) embedding API; see :mod:`models.remote.providers` for the shapes."""
 

@@ -28,6 +28,7 @@ from mediavec.settings import Settings
 from schemas import MediaRequest, decode_dead_letter, point_id
 from schemas.collections import collection_for
 from stores.vectorstore import open_store
+from stores.vectorstore.base import StoredPoint
 from streams.admin import ensure_topics
 from streams.kafka import producer
 from streams.topics import topics
@@ -211,17 +212,23 @@ def _assert_postgres(settings: Settings, expected: dict[str, tuple[str, np.ndarr
     assert all(space == "scene" and coll == "e2e" for _, _, space, coll in rows)
 
 
-def _assert_store(settings: Settings, corpus: Corpus) -> dict[str, tuple[str, np.ndarray]]:
-    from models.clip import ClipEmbedder
-
-    embedder = ClipEmbedder.load(settings.model)
-    ids = {point_id(embedder.model_id, m, 0, "scene", 0): m for m in corpus.good}
-    name = collection_for("e2e", embedder.model_id)
+def stored_points(settings: Settings, corpus: Corpus, model: str) -> tuple[dict[str, str], list[StoredPoint]]:
+    """The scene point of every good media (point id -> media id, the points): exactly those, once."""
+    ids = {point_id(model, m, 0, "scene", 0): m for m in corpus.good}
+    name = collection_for("e2e", model)
     with open_store(settings) as store:
         assert store.collections() == [name]
         assert store.count(name) == len(corpus.good)
         points = store.retrieve(name, sorted(ids), with_vectors=True)
     assert {p.id for p in points} == set(ids)
+    return ids, points
+
+
+def _assert_store(settings: Settings, corpus: Corpus) -> dict[str, tuple[str, np.ndarray]]:
+    from models.clip import ClipEmbedder
+
+    embedder = ClipEmbedder.load(settings.model)
+    ids, points = stored_points(settings, corpus, embedder.model_id)
     import io
 
     from PIL import Image

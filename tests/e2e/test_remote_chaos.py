@@ -41,16 +41,14 @@ from models.clip import ClipEmbedder
 from models.remote.providers import thumbnail_jpeg
 from models.remote.settings import RemoteSettings, remote_model_id
 from models.settings import ModelSettings
-from schemas import MediaRequest, decode_dead_letter, point_id
-from schemas.collections import collection_for
-from stores.vectorstore import open_store
+from schemas import MediaRequest, decode_dead_letter
 from streams.admin import ensure_topics
 from streams.kafka import group_id
 from streams.topics import topics
 from tests.e2e.chaos import run_with_chaos
 from tests.e2e.corpus import Corpus, build_corpus
 from tests.e2e.test_chaos import _keep_alive_until
-from tests.e2e.test_image_pipeline import _assert_postgres, _publish_invalid, _requests
+from tests.e2e.test_image_pipeline import _assert_postgres, _publish_invalid, _requests, stored_points
 from tests.kafkautil import group_caught_up, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -222,13 +220,7 @@ def _assert_dlq(settings: Settings, corpus: Corpus, refused: dict[str, str]) -> 
 def _assert_qdrant(settings: Settings, corpus: Corpus, standin: StandinProvider) -> dict[str, tuple[str, np.ndarray]]:
     """Qdrant holds exactly the good media, once, each vector the stand-in's for the JPEG sent."""
     model = remote_model_id(settings.remote)
-    ids = {point_id(model, m, 0, "scene", 0): m for m in corpus.good}
-    name = collection_for("e2e", model)
-    with open_store(settings) as store:
-        assert store.collections() == [name]
-        assert store.count(name) == len(corpus.good)
-        points = store.retrieve(name, sorted(ids), with_vectors=True)
-    assert {p.id for p in points} == set(ids)
+    ids, points = stored_points(settings, corpus, model)
     media = [ids[p.id] for p in points]
     want = _standin_vectors(settings, standin, [corpus.files[m] for m in media])
     got = np.stack([np.asarray(p.vector, dtype=np.float32) for p in points])

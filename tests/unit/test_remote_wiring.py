@@ -24,13 +24,16 @@ from consumers.embed.stage import EmbedStage
 from consumers.settings import ConsumerSettings
 from consumers.sink_qdrant.sink import QdrantSink
 from devstack.standin_provider import RANDOM_CLIP, StandinConfig, StandinProvider
+from mediavec import cli
+from mediavec.cli_errors import explain
 from mediavec.search import search
-from mediavec.settings import Settings
+from mediavec.settings import Settings, load_settings
 from mediavec.status import render, render_providers
 from models.clip import ClipEmbedder
 from models.images import thumbnail_jpeg
 from models.pull import hub_models, remote_roles
 from models.remote.client import RemoteEmbedder
+from models.remote.settings import ProviderSettingsError
 from models.settings import ModelsSettings
 from schemas.models import Frame, VectorBatch
 from stores.vectorstore.base import UnknownCollectionError
@@ -140,7 +143,9 @@ def test_a_provider_that_cannot_be_reached_pauses_the_stage_instead_of_failing_f
         stage.close()
 
 
-def test_what_the_provider_stored_is_searched_through_the_same_provider(remote: Remote, tmp_path: Path) -> None:
+def test_what_the_provider_stored_is_searched_through_the_same_provider(
+    remote: Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = Settings.model_validate(remote.env(tmp_path))
     stage = EmbedStage(ConsumerSettings.model_validate(remote.env(tmp_path)))
     stage.start()
@@ -154,6 +159,21 @@ def test_what_the_provider_stored_is_searched_through_the_same_provider(remote: 
     hits = search(settings, image=photos[2], collection="remote", limit=3)
     assert hits[0].payload["media_id"] == "m2" and hits[0].score > 0.99
     assert remote.provider.counters().requests > before  # the query went to the provider
+    # `mediavec search` as a stranger runs it with the provider gone: one line, exit 1, no traceback
+    photo = tmp_path / "query.jpg"
+    photos[2].save(photo)
+    env = {"MEDIAVEC_DATA_DIR": str(tmp_path), "MEDIAVEC_MODEL__PROVIDER": "remote", "MEDIAVEC_REMOTE__API_KEY": KEY,
+           "MEDIAVEC_REMOTE__URL": "http://127.0.0.1:9", "MEDIAVEC_REMOTE__MAX_RETRIES": "0"}  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        load_settings.cache_clear()
+        assert cli.main(["search", "--image", str(photo), "--collection", "remote"]) == 1
+        load_settings.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        err[-1].startswith("mediavec: embedding provider: ") and "Traceback" not in "".join(err) and KEY not in err[-1]
+    )
     # another provider model has its own collection: nothing of this one is searched with it
     other_remote = {"url": remote.provider.base_url, "model": "o/m"}
     other = Settings.model_validate({**remote.env(tmp_path), "remote": other_remote})
@@ -200,5 +220,7 @@ def test_a_text_only_api_for_the_image_spaces_is_refused_at_start() -> None:
     from models.bundle import EmbedModels
 
     settings = ModelsSettings.model_validate({"model": {"provider": "remote"}, "remote": {"flavour": "tei"}})
-    with pytest.raises(ValueError, match="the tei API embeds text only, and the vision model makes object, scene"):
+    with pytest.raises(ProviderSettingsError, match="the tei API embeds text only, and the vision model makes") as bad:
         EmbedModels.load(settings, ["scene", "object"])
+    told = explain(bad.value, None)
+    assert told is not None and told.status == 2 and "invalid settings" in told.line()
