@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import enum
 import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
+
+T = TypeVar("T")
 
 
 class Action(enum.Enum):
@@ -20,6 +26,37 @@ class Action(enum.Enum):
 
 class FatalKafkaError(RuntimeError):
     """The worker cannot continue (fenced producer, fatal client error)."""
+
+
+class ClientHung(FatalKafkaError):
+    """A client call outlived its own timeout by far: the client is stuck, so is the worker.
+
+    The process must exit without the usual shutdown (which would call into the same client) and
+    be started afresh; a new producer with the same transactional id aborts what was left open.
+    """
+
+
+def bounded(call: Callable[[], T], limit_s: float, what: str) -> T:
+    """``call()``, or :class:`ClientHung` when it has not returned after ``limit_s``.
+
+    For librdkafka calls whose own timeout is not always kept: ``send_offsets_to_transaction`` waits
+    forever on a group coordinator that left the cluster (librdkafka #5456, #5511), which stalled a
+    worker for good after a broker was killed. The call runs on a daemon thread, so a hung one
+    never holds the interpreter's exit.
+    """
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as exc:  # handed over to the caller's thread
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"bounded {what}", daemon=True).start()
+    try:
+        return future.result(timeout=limit_s)
+    except TimeoutError:
+        raise ClientHung(f"{what} did not return within {limit_s:.0f} s") from None
 
 
 _FENCED = {

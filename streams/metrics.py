@@ -25,6 +25,8 @@ INPUT_S = Histogram(
 )
 TXN = Counter("mediavec_transactions_total", "Transactions by outcome", ["stage", "outcome"])
 LAG = Gauge("mediavec_consumer_lag", "Messages behind the high watermark", ["stage", "topic", "partition"])
+PAUSED = Gauge("mediavec_stage_paused", "1 while the stage waits for a service it depends on", ["stage"])
+PAUSES = Counter("mediavec_stage_pauses_total", "Times the stage stopped consuming for a down service", ["stage"])
 BYTES_DOWNLOADED = Counter("mediavec_bytes_downloaded_total", "Bytes downloaded by the fetch stage")
 
 _served: set[int] = set()

@@ -18,16 +18,14 @@ import threading
 import time
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from prometheus_client import Counter, Gauge
 
+from streams.metrics import PAUSED, PAUSES
 from streams.stage import StageUnavailable
 
 logger = logging.getLogger(__name__)
 
 MAX_PAUSE_S = 60.0
 MAX_ASK_S = 5.0  # the longest one question may take, so that a stop is noticed soon
-PAUSED = Gauge("mediavec_stage_paused", "1 while the stage waits for a service it depends on", ["stage"])
-PAUSES = Counter("mediavec_stage_pauses_total", "Times the stage stopped consuming for a down service", ["stage"])
 
 
 def pause_until_available(consumer: Consumer, stage: str, down: StageUnavailable, stop: threading.Event) -> None:

@@ -5,7 +5,8 @@ send the consumed offsets to the same transaction -> commit. Downstream consumer
 ``read_committed``, so a batch's outputs (a request that fans out into many frames included)
 become visible all at once or not at all. On an abortable error the transaction is aborted and
 the consumer rewound to the batch's first offsets, so the batch is processed again; a fenced or
-fatal producer exits and the supervisor restarts the worker. The transactional id is stable per
+fatal producer exits and the supervisor restarts the worker, and so does one whose transactional
+call outlives its own timeout (a stuck client: :func:`streams.errors.bounded`). The transactional id is stable per
 worker instance, so a restarted worker aborts whatever its killed predecessor left open.
 """
 
@@ -28,7 +29,7 @@ from schemas import Header
 from streams import metrics
 from streams.batching import Batcher
 from streams.dlq import dead_letter
-from streams.errors import Action, FatalKafkaError, backoff_s, classify
+from streams.errors import Action, ClientHung, FatalKafkaError, backoff_s, bounded, classify
 from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, transactional_producer
 from streams.logctx import event
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 MAX_STAGE_RETRIES = 5
 MAX_COMMIT_RETRIES = 5
+TXN_CALL_S = 60  # the timeout each transactional call is given
+HUNG_AFTER_S = TXN_CALL_S + 30  # a call not back by then never will be: the worker exits (streams.errors.bounded)
 ISOLATED_TRIES = 2  # a record processed alone that faults this often is that record's fault
 
 
@@ -125,18 +128,23 @@ class TransactionalLoop(ABC):
         self._stop = stop
         lock = InstanceLock(self.settings.data_dir / "locks", self.transactional_id)
         lock.acquire()
+        hung = False
         try:
             self.lifecycle.start()
-            self._producer = transactional_producer(self.settings, self.transactional_id)
-            self._producer.init_transactions(60)
+            producer = self._producer = transactional_producer(self.settings, self.transactional_id)
+            bounded(lambda: producer.init_transactions(TXN_CALL_S), HUNG_AFTER_S, "init_transactions")
             self._consumer = make_consumer(self.settings, self.group, instance=self.instance)
             self._consumer.subscribe([self.input.name], on_revoke=self._on_revoke, on_lost=self._on_revoke)
             logger.info("%s worker %s consuming %s", self.lifecycle.name, self.transactional_id, self.input.name)
             while not stop.is_set():
                 self._step(stop)
                 self._update_lag()
+        except ClientHung:
+            hung = True  # a clean shutdown would call into the stuck client and wait with it
+            raise
         finally:
-            self._shutdown()
+            if not hung:
+                self._shutdown()
             lock.release()
 
     @abstractmethod
@@ -191,7 +199,12 @@ class TransactionalLoop(ABC):
             producer.begin_transaction()
             for o in outputs:
                 self._produce(o)
-            producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 60)
+            group = self._consumer.consumer_group_metadata()
+            bounded(
+                lambda: producer.send_offsets_to_transaction(offsets, group, TXN_CALL_S),
+                HUNG_AFTER_S,
+                "send_offsets_to_transaction",
+            )
             self._commit_with_retries()
             metrics.TXN.labels(name, "commit").inc()
             return True
@@ -204,10 +217,11 @@ class TransactionalLoop(ABC):
             return False
 
     def _commit_with_retries(self) -> None:
-        assert self._producer is not None
+        producer = self._producer
+        assert producer is not None
         for attempt in range(1, MAX_COMMIT_RETRIES + 1):
             try:
-                self._producer.commit_transaction(60)
+                bounded(lambda: producer.commit_transaction(TXN_CALL_S), HUNG_AFTER_S, "commit_transaction")
                 return
             except KafkaException as exc:
                 if classify(exc) is not Action.RETRY or attempt == MAX_COMMIT_RETRIES:
@@ -215,9 +229,10 @@ class TransactionalLoop(ABC):
                 time.sleep(backoff_s(attempt))
 
     def _abort(self) -> None:
-        assert self._producer is not None
+        producer = self._producer
+        assert producer is not None
         try:
-            self._producer.abort_transaction(60)
+            bounded(lambda: producer.abort_transaction(TXN_CALL_S), HUNG_AFTER_S, "abort_transaction")
             metrics.TXN.labels(self.lifecycle.name, "abort").inc()
         except KafkaException as exc:
             if classify(exc) is Action.FATAL:

@@ -194,6 +194,7 @@ class ClusterChaos:
                     f"cluster chaos: waited {self.phase_timeout_s:.0f} s for {what}; at {self.tracker.progress}; "
                     f"open transactions: {open_transactions(self.settings)}; sinks caught up: "
                     f"{self.sinks_caught_up()}; a fresh tracker reads {self._fresh_progress()}; "
+                    f"groups: {groups_state(self.settings)}; "
                     f"worker logs in {self.workers.log_dir}"
                 )
             if follow:
@@ -240,6 +241,24 @@ def open_transactions(settings: DevSettings) -> dict[str, list[tuple[int, int, i
     finally:
         committed.close()
         uncommitted.close()
+    return found
+
+
+def groups_state(settings: DevSettings) -> dict[str, str]:
+    """Each stage's group as its coordinator sees it: state, and each member's assigned partitions."""
+    ids = {group_id(settings, s): s for s in STAGES}
+    found: dict[str, str] = {}
+    for gid, future in cluster.admin(settings).describe_consumer_groups(list(ids), request_timeout=10).items():
+        try:
+            g = future.result(timeout=20)
+        except Exception as exc:  # a diagnosis: say what the coordinator answered
+            found[ids[gid]] = f"error {exc}"
+            continue
+        members = [
+            f"{m.group_instance_id or m.client_id}:{len(m.assignment.topic_partitions) if m.assignment else 0}"
+            for m in g.members
+        ]
+        found[ids[gid]] = f"{g.state} coord={g.coordinator.id} members={members}"
     return found
 
 

@@ -17,6 +17,7 @@ import pytest
 from devstack import stack as devstack
 from devstack.mediaserver import Canary, MediaServer
 from devstack.samples import sample_images
+from devstack.settings import DevSettings
 from mediavec.localworkers import LocalWorkers
 from mediavec.progress import RunTracker
 from mediavec.publish import new_run_id, publish
@@ -49,12 +50,12 @@ def _keep_alive_until(workers: LocalWorkers, done: Callable[[], bool], timeout_s
         time.sleep(1)
 
 
-def _restart_broker(stack_settings: Settings) -> None:
+def _restart_broker(stack_settings: DevSettings) -> None:
     devstack.restart_kafka(stack_settings, kill=True)
 
 
 def test_chaos_kills_and_a_broker_restart_change_nothing(
-    e2e_settings: Settings, stack_settings: Settings, tmp_path: Path
+    e2e_settings: Settings, stack_settings: DevSettings, tmp_path: Path
 ) -> None:
     settings = e2e_settings
     root = tmp_path / "media"

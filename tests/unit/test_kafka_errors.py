@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from pydantic import SecretStr
 
 from mediavec.settings import Settings
-from streams.errors import Action, backoff_s, classify
+from streams.errors import Action, ClientHung, backoff_s, bounded, classify
 from streams.settings import KafkaSettings
 from streams.topics import topics
 
@@ -96,3 +98,23 @@ def test_a_fenced_static_member_is_fatal_for_the_consumer() -> None:
     assert is_fatal(KafkaError(KafkaError.FENCED_INSTANCE_ID, "x"))
     assert is_fatal(KafkaError(KafkaError.UNKNOWN, "x", fatal=True))
     assert not is_fatal(KafkaError(KafkaError._TRANSPORT, "broker down", retriable=True))
+
+
+def test_bounded_returns_the_calls_value_and_raises_its_error() -> None:
+    assert bounded(lambda: 42, 5, "answer") == 42
+    with pytest.raises(KafkaException):
+        bounded(_raise_fenced, 5, "fenced")
+
+
+def _raise_fenced() -> None:
+    raise KafkaException(KafkaError(KafkaError._FENCED))
+
+
+def test_a_call_that_never_returns_is_a_hung_client_and_holds_nothing() -> None:
+    release = threading.Event()
+    with pytest.raises(ClientHung, match="send_offsets_to_transaction did not return within 0 s"):
+        bounded(release.wait, 0.2, "send_offsets_to_transaction")
+    stuck = [t for t in threading.enumerate() if t.name == "bounded send_offsets_to_transaction"]
+    assert stuck and all(t.daemon for t in stuck), "a hung call must not hold the interpreter's exit"
+    assert classify(ClientHung("x")) is Action.FATAL
+    release.set()
