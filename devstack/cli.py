@@ -25,8 +25,10 @@ def _dev(args: argparse.Namespace) -> int:
             raise DevStackError("--brokers goes with `dev up`; status and down find every node themselves")
         cluster = settings.devstack.model_copy(update={"brokers": args.brokers})  # in range: checked by _brokers
         settings = settings.model_copy(update={"devstack": cluster})
+    if args.registry and args.action != "up":
+        raise DevStackError("--registry goes with `dev up`; status and down find the registry themselves")
     if args.action == "up":
-        print(stack.up(settings).describe())
+        print(stack.up(settings, with_registry=args.registry).describe())
     elif args.action == "down" and args.purge:
         gone = stack.purge(settings)
         print("stack stopped; deleted " + (", ".join(str(g) for g in gone) if gone else "nothing (no data)"))
@@ -64,6 +66,12 @@ def add_commands(sub: Any) -> None:
         metavar="N",
         help="with up: run Kafka as a cluster of N KRaft nodes on loopback (default 1, or MEDIAVEC_DEVSTACK__BROKERS); "
         "node i listens on the single node's ports + 10*i",
+    )
+    d.add_argument(
+        "--registry",
+        action="store_true",
+        help="with up: also run a schema registry (Apicurio, Confluent-compatible API at "
+        "http://127.0.0.1:28081/apis/ccompat/v7, or MEDIAVEC_DEVSTACK__REGISTRY_PORT), its schemas kept in Kafka",
     )
     d.set_defaults(func=_dev)
 

@@ -144,7 +144,7 @@ def require_free_ports(service: str, ports: Mapping[str, int]) -> None:
         raise DevStackError(
             f"cannot start {service}: port(s) already taken on 127.0.0.1: {listed}. "
             "Another stack or program uses them; stop it or choose other ports "
-            "(MEDIAVEC_DEVSTACK__KAFKA_PORT, __CONTROLLER_PORT, __POSTGRES_PORT)."
+            "(MEDIAVEC_DEVSTACK__KAFKA_PORT, __CONTROLLER_PORT, __POSTGRES_PORT, __REGISTRY_PORT)."
         )
 
 

@@ -29,6 +29,11 @@ class DevStackSettings(BaseModel):
         le=MAX_BROKERS,
         description="KRaft nodes (each broker and controller); node i listens on the ports of node 0 plus 10 * i.",
     )
+    registry_port: int = Field(
+        28081,
+        description="The schema registry's API (`mediavec dev up --registry`); its health and metrics "
+        "listen on the next port.",
+    )
 
 
 class DevSettings(Settings):

@@ -14,6 +14,9 @@ SCRAM-SHA-512; TLS with a certificate from the stack's own CA, where OAUTHBEARER
 OIDC issuer works too) and PostgreSQL a password-checked role; :mod:`devstack.credentials`,
 :mod:`devstack.tls` and :mod:`devstack.oidc` give clients settings for them. No
 credential is ever part of a :class:`StackInfo` or of what it prints.
+
+``up(with_registry=True)`` (``mediavec dev up --registry``) adds a schema registry with the
+Confluent-compatible API, its schemas kept in the stack's Kafka (:mod:`devstack.registry`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack import cluster, credentials, kafka, postgres, tls
+from devstack import cluster, credentials, kafka, postgres, registry, tls
 from devstack.procs import file_lock
 from devstack.settings import DevSettings
 
@@ -55,6 +58,8 @@ class StackInfo:
     tls_bootstrap_servers: str = ""  # SASL_SSL listener, a certificate from the stack's own CA
     tls_ca_file: Path | None = None  # what TLS clients trust (MEDIAVEC_KAFKA__SSL_CA_LOCATION)
     kafka_nodes: tuple[ServiceStatus, ...] = ()  # every node, node 0 (``kafka``) first
+    registry: ServiceStatus | None = None  # the schema registry, once started (``up(with_registry=True)``)
+    registry_url: str = ""  # its Confluent-compatible API (``schema.registry.url``)
 
     @property
     def running(self) -> bool:
@@ -81,6 +86,8 @@ class StackInfo:
             services = [(node, f"127.0.0.1:{node.port}") for node in self.kafka_nodes]
         else:
             services = [(self.kafka, self.bootstrap_servers)]
+        if self.registry is not None:
+            services.append((self.registry, self.registry_url))
         for svc, address in (*services, (self.postgres, self.postgres_dsn)):
             state = f"running, pid {svc.pid}" if svc.running else "stopped"
             lines.append(f"  {svc.name:<10} {state:<20} {address}")
@@ -126,17 +133,30 @@ def status(settings: DevSettings) -> StackInfo:
         tls_bootstrap_servers=cluster.bootstrap_servers(settings, "tls"),
         tls_ca_file=tls.TlsFiles.of(settings).ca_cert,
         kafka_nodes=nodes,
+        registry=_registry_status(settings),
+        registry_url=registry.ccompat_url(settings),
     )
+
+
+def _registry_status(settings: DevSettings) -> ServiceStatus | None:
+    """The registry's state, or None where it was never started (or was stopped by ``down``)."""
+    paths = registry.RegistryPaths.of(settings)
+    if not paths.pid_file.exists():
+        return None
+    reg_pid = registry.pid(settings)
+    return ServiceStatus("registry", reg_pid is not None, reg_pid, settings.devstack.registry_port, paths.log)
 
 
 def _lock(settings: DevSettings) -> AbstractContextManager[None]:
     return file_lock(settings.data_dir.resolve() / "devstack.lock")
 
 
-def up(settings: DevSettings, timeout_s: float = 180.0) -> StackInfo:
+def up(settings: DevSettings, timeout_s: float = 180.0, with_registry: bool = False) -> StackInfo:
     """Start whatever is not running and wait until every service answers.
 
-    Fails, changing nothing, when Kafka's storage was formatted for another number of nodes.
+    ``with_registry`` adds the schema registry (:mod:`devstack.registry`), started once Kafka
+    answers since it keeps its schemas there. Fails, changing nothing, when Kafka's storage was
+    formatted for another number of nodes.
     """
     with _lock(settings):
         cluster.claim(settings)
@@ -146,6 +166,9 @@ def up(settings: DevSettings, timeout_s: float = 180.0) -> StackInfo:
         postgres.start(settings, timeout_s)
         postgres.wait_ready(settings, timeout_s)
         kafka.wait_ready(settings, timeout_s)
+        if with_registry:
+            registry.start(settings)
+            registry.wait_ready(settings, timeout_s)
         return status(settings)
 
 
@@ -164,6 +187,7 @@ def _restart_stale_kafka(settings: DevSettings, timeout_s: float) -> None:
 def down(settings: DevSettings, timeout_s: float = 60.0) -> StackInfo:
     """Stop every service (data is kept); a stopped stack is left as it is."""
     with _lock(settings):
+        registry.stop(settings, timeout_s)  # before Kafka, which it would keep retrying
         kafka.stop(settings, timeout_s, nodes=cluster.on_disk(settings))
         postgres.stop(settings, timeout_s)
         return status(settings)
@@ -173,17 +197,19 @@ def purge(settings: DevSettings, timeout_s: float = 60.0) -> list[Path]:
     """Stop every service and delete their data and logs; returns what was deleted.
 
     The broker's jars stay (the next ``up`` formats fresh storage and initialises a new cluster,
-    of any number of nodes, without resolving them again), and so does the credentials file. A
-    test session's stack and ``mediavec dev down --purge`` end here, so repeated runs do not fill
-    the disk.
+    of any number of nodes, without resolving them again), so do the registry's application and
+    the credentials file. The registry's schemas go with Kafka's data. A test session's stack and
+    ``mediavec dev down --purge`` end here, so repeated runs do not fill the disk.
     """
     with _lock(settings):
         nodes = cluster.on_disk(settings)
+        registry.stop(settings, timeout_s)
         kafka.stop(settings, timeout_s, nodes=nodes)
         postgres.stop(settings, timeout_s)
         k = kafka.KafkaPaths.of(settings)
+        r = registry.RegistryPaths.of(settings)
         others = [kafka.KafkaPaths.of(settings, n).root for n in nodes if n > 0]
-        candidates = (k.data, k.logs, k.config, *others, cluster.record_path(settings))
+        candidates = (k.data, k.logs, k.config, *others, cluster.record_path(settings), r.logs, r.snapshots)
         gone = [path for path in (*candidates, postgres.PostgresPaths.of(settings).root) if path.exists()]
         for path in gone:
             if path.is_dir():

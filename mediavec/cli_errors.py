@@ -232,6 +232,7 @@ def _explainers() -> dict[type, Explainer]:
     from stores.metadb.migrate import MigrationError
     from stores.vectorstore import StoreLockedError, UnknownCollectionError, VectorStoreError
     from streams.errors import FatalKafkaError
+    from streams.registry import SchemaRegistryError
 
     def settings_problem(exc: Exception, _settings: Settings | None) -> Failure:
         return Failure("invalid settings", settings_error(exc), status=EXIT_USAGE)
@@ -252,6 +253,7 @@ def _explainers() -> dict[type, Explainer]:
         MigrationError: _simple("metadb"),
         PublishError: _simple("publish"),
         SchemaError: _simple("invalid event"),
+        SchemaRegistryError: _simple("schema registry", hint="check MEDIAVEC_SCHEMA_REGISTRY__URL"),
         ProviderUnavailable: _simple("embedding provider", hint="check MEDIAVEC_REMOTE__URL and the key"),
         ItemsRefused: _simple("embedding provider refused the input"),
         ItemRefused: _simple("embedding provider refused the input"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -10,8 +11,12 @@ from consumers.registry import Runner, stage
 from mediavec.settings import Settings
 from streams import metrics
 from streams.admin import ensure_topics
+from streams.errors import ClientHung
+from streams.registry import use_registry
 
 logger = logging.getLogger(__name__)
+
+EXIT_HUNG = 75  # EX_TEMPFAIL: a stuck Kafka client; start the worker again
 
 __all__ = ["Runner", "build", "run_worker"]
 
@@ -34,4 +39,11 @@ def run_worker(name: str, settings: Settings, instance: str | None = None) -> No
     signal.signal(signal.SIGINT, _stop)
     metrics.serve(settings.metrics_port)
     ensure_topics(settings)
-    spec.build(settings, instance).run(stop)
+    use_registry(settings)  # here, not first in a stage's own thread: a registry that is down is one line
+    try:
+        spec.build(settings, instance).run(stop)
+    except ClientHung as exc:
+        # Exit now: the interpreter's shutdown would wait on the stuck client's threads.
+        logger.error("%s: %s; exiting so that the worker is started afresh", spec.name, exc)
+        logging.shutdown()
+        os._exit(EXIT_HUNG)

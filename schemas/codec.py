@@ -5,6 +5,11 @@ The internal topics carry Avro in the *single-object encoding* of the Avro speci
 two marker bytes ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint of the schema's
 parsing canonical form, then the Avro binary body. Any Avro library can read them; the
 fingerprint says which schema version wrote the bytes.
+
+Optionally (:func:`use_registry`, set up by :mod:`streams.registry`) they are framed in the
+Confluent wire format instead: byte ``00``, the 4-byte big-endian id a schema registry gave the
+schema, then the same Avro body, which Kafka Connect, ksqlDB and the registry-aware clients of
+other languages read. Decoding takes either framing, whatever the writer chose.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
@@ -36,6 +42,9 @@ from schemas.models import DeadLetter, Frame, Header, MediaRequest, VectorBatch,
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 MARKER = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+CONFLUENT_HEADER = 5  # magic byte and the 4-byte schema id
+MAX_UNKNOWN_IDS = 1024  # schema ids a registry did not resolve, remembered so garbage costs one lookup each
 
 
 @cache
@@ -49,10 +58,15 @@ def request_validator() -> jsonschema.Draft202012Validator:
 CURRENT_VERSION = {"frame": 1, "vector_batch": 2, "dead_letter": 2}
 
 
+def schema_text(name: str, version: int | None = None) -> str:
+    """The Avro schema file of ``name`` at ``version`` (default: current), as written: what a registry gets."""
+    return (SCHEMA_DIR / name / f"v{version or CURRENT_VERSION[name]}.avsc").read_text()
+
+
 @cache
 def avro_schema(name: str, version: int | None = None) -> tuple[Any, bytes]:
     """Parsed Avro schema and its 8-byte fingerprint, for ``name`` (frame, ...) at ``version`` (default: current)."""
-    raw = json.loads((SCHEMA_DIR / name / f"v{version or CURRENT_VERSION[name]}.avsc").read_text())
+    raw = json.loads(schema_text(name, version))
     parsed = fastavro.parse_schema(raw)
     fp = int(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"), 16)
     return parsed, struct.pack("<Q", fp)
@@ -65,23 +79,76 @@ def _writer_schemas(name: str) -> dict[bytes, Any]:
     return {fp: parsed for parsed, fp in versions}
 
 
+class _Registry:
+    """The Confluent framing in use: the id each event is written under, and the schemas known by id."""
+
+    def __init__(self) -> None:
+        self.write_ids: dict[str, int] = {}  # event name -> id; empty: write the single-object encoding
+        self.by_id: dict[int, Any] = {}  # id -> parsed writer schema
+        self.unknown: set[int] = set()
+        self.resolve: Callable[[int], str] | None = None  # id -> the schema's JSON text, from the registry
+
+
+_registry = _Registry()
+
+
+def use_registry(write_ids: Mapping[str, int], resolve: Callable[[int], str] | None) -> None:
+    """Write each event named in ``write_ids`` in the Confluent framing under its id (none named:
+    the single-object encoding), and read Confluent-framed events by asking ``resolve`` for
+    schemas of ids not seen yet. Process-wide: one worker talks to one registry."""
+    _registry.write_ids = dict(write_ids)
+    _registry.by_id = {i: avro_schema(name)[0] for name, i in write_ids.items()}
+    _registry.unknown.clear()
+    _registry.resolve = resolve
+
+
+def _registered_schema(name: str, schema_id: int) -> Any:
+    """The writer schema registered under ``schema_id``; a SchemaError if there is none."""
+    known = _registry.by_id.get(schema_id)
+    if known is not None:
+        return known
+    if _registry.resolve is None:
+        raise SchemaError(f"{name} event framed for a schema registry (schema id {schema_id}); none is configured")
+    if schema_id in _registry.unknown:
+        raise SchemaError(f"{name} event names schema id {schema_id}, which the registry does not have")
+    try:
+        parsed = fastavro.parse_schema(json.loads(_registry.resolve(schema_id)))
+    except LookupError:
+        if len(_registry.unknown) < MAX_UNKNOWN_IDS:
+            _registry.unknown.add(schema_id)
+        raise SchemaError(f"{name} event names schema id {schema_id}, which the registry does not have") from None
+    except (ValueError, TypeError, fastavro.schema.SchemaParseException) as exc:
+        raise SchemaError(f"schema id {schema_id} is not an Avro schema: {_cut(str(exc))}") from None
+    _registry.by_id[schema_id] = parsed
+    return parsed
+
+
 def _encode(name: str, record: dict[str, Any]) -> bytes:
     parsed, fp = avro_schema(name)
     buf = io.BytesIO()
-    buf.write(MARKER + fp)
+    schema_id = _registry.write_ids.get(name)
+    buf.write(MARKER + fp if schema_id is None else CONFLUENT_MAGIC + struct.pack(">I", schema_id))
     fastavro.schemaless_writer(buf, parsed, record)
     return buf.getvalue()
 
 
-def _decode(name: str, data: bytes) -> dict[str, Any]:
-    reader, _ = avro_schema(name)
+def _writer_of(name: str, data: bytes) -> tuple[Any, int]:
+    """The schema that wrote ``data`` and where its Avro body starts, from either framing."""
+    if len(data) >= CONFLUENT_HEADER and data[:1] == CONFLUENT_MAGIC:
+        return _registered_schema(name, struct.unpack(">I", data[1:CONFLUENT_HEADER])[0]), CONFLUENT_HEADER
     if len(data) < 10 or data[:2] != MARKER:
         raise SchemaError(f"not an Avro single-object {name} event (bad marker)")
     writer = _writer_schemas(name).get(data[2:10])
     if writer is None:
         raise SchemaError(f"unknown {name} schema fingerprint {data[2:10].hex()} (written by a newer mediavec?)")
+    return writer, 10
+
+
+def _decode(name: str, data: bytes) -> dict[str, Any]:
+    reader, _ = avro_schema(name)
+    writer, body = _writer_of(name, data)
     try:
-        record = fastavro.schemaless_reader(io.BytesIO(data[10:]), writer, reader)
+        record = fastavro.schemaless_reader(io.BytesIO(data[body:]), writer, reader)
     except Exception as exc:  # fastavro raises several types on garbage bytes (MemoryError on a huge length)
         raise SchemaError(f"corrupt {name} event: {_cut(f'{type(exc).__name__}: {exc}')}") from None
     if not isinstance(record, dict):

@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from streams.registry import use_registry
 from streams.settings import StreamSettings
 
 # librdkafka's own log lines go through Python logging (not raw to stderr), under this name.
@@ -31,6 +32,7 @@ def consumer(
 ) -> Consumer:
     """A read_committed consumer; ``instance`` makes it a static group member (KIP-345), so a
     restarted worker takes its partitions straight back instead of waiting out a rebalance."""
+    use_registry(settings)  # every reader of the Avro topics takes the framing the settings say
     static = {"group.instance.id": f"{group}.{instance}"} if instance else {}
     conf = {
         **_base(settings),
@@ -50,6 +52,7 @@ def consumer(
 
 
 def transactional_producer(settings: StreamSettings, transactional_id: str, **overrides: Any) -> Producer:
+    use_registry(settings)  # and every writer
     conf = {
         **_base(settings),
         "transactional.id": transactional_id,
@@ -66,6 +69,7 @@ def transactional_producer(settings: StreamSettings, transactional_id: str, **ov
 
 def producer(settings: StreamSettings, **overrides: Any) -> Producer:
     """Idempotent, non-transactional producer (publishing requests, redriving the DLQ)."""
+    use_registry(settings)
     conf = {
         **_base(settings),
         "enable.idempotence": True,

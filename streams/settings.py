@@ -133,6 +133,35 @@ class SinkSettings(BaseModel):
     batch_deadline_s: float = 0.5
 
 
+class SchemaRegistrySettings(BaseModel):
+    """A Confluent-compatible schema registry, for topics other tools read through one."""
+
+    model_config = SECTION
+    url: str | None = Field(
+        None,
+        description="Root of the registry's Confluent-compatible API: http://host:8081 for Confluent's, "
+        "http://host:8080/apis/ccompat/v7 for Apicurio's. Set: Confluent-framed events can be read.",
+    )
+    framing: Literal["single-object", "confluent"] = Field(
+        "single-object",
+        description="How the Avro topics are written: the Avro single-object encoding, or the Confluent wire "
+        "format (schema id from the registry) for Kafka Connect, ksqlDB and other languages' clients.",
+    )
+    username: str | None = Field(None, description="HTTP basic auth user, if the registry wants one.")
+    password: SecretStr | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> SchemaRegistrySettings:
+        if self.framing == "confluent" and not self.url:
+            raise ValueError("framing 'confluent' needs the registry's url (MEDIAVEC_SCHEMA_REGISTRY__URL)")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"schema registry url must be http:// or https://, not {self.url.split(':', 1)[0]}")
+        if self.url and "@" in self.url.split("/")[2 if "//" in self.url else 0]:
+            raise ValueError("schema registry url holds credentials: set USERNAME and PASSWORD instead")
+        return self
+
+
 class StreamSettings(BaseSettings):
     """The process-wide fields and the Kafka plumbing's sections; the layers above add theirs."""
 
@@ -144,6 +173,7 @@ class StreamSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     sink: SinkSettings = SinkSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
 
     def to_env(self) -> dict[str, str]:
         """These settings as MEDIAVEC_* variables, to hand to a worker process (secrets included)."""

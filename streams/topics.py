@@ -25,6 +25,12 @@ class TopicSpec:
     max_message_bytes: int = 8 * 1024 * 1024
     compacted: bool = False
 
+    @property
+    def avro_event(self) -> str | None:
+        """The Avro event this topic carries (frame, vector_batch, dead_letter); None for JSON topics."""
+        kind, _, schema = self.encoding.partition(":")
+        return schema.split("/")[0] if kind == "avro" else None
+
     def config(self) -> dict[str, str]:
         conf = {
             "retention.ms": str(self.retention_ms),

@@ -37,6 +37,7 @@ SECRETS = {
     "qdrant": f"qdrant-secret-{uuid.uuid4().hex}",
     "sasl": f"sasl-secret-{uuid.uuid4().hex}",
     "index": f"zz{uuid.uuid4().hex}",  # not a key (64 hex characters): refused without being printed
+    "registry": f"registry-secret-{uuid.uuid4().hex}",
 }
 RANDOM = {"MEDIAVEC_MODEL__ALLOW_RANDOM_WEIGHTS": "true", "MEDIAVEC_CONCEPT__ALLOW_RANDOM_WEIGHTS": "true"}
 QDRANT_DOWN = {"MEDIAVEC_QDRANT__URL": "http://127.0.0.1:{dead}"}
@@ -45,6 +46,12 @@ SASL = {
     "MEDIAVEC_KAFKA__SASL_MECHANISM": "PLAIN",
     "MEDIAVEC_KAFKA__SASL_USERNAME": "mediavec",
     "MEDIAVEC_KAFKA__SASL_PASSWORD": SECRETS["sasl"],
+}
+REGISTRY_DOWN = {
+    "MEDIAVEC_SCHEMA_REGISTRY__URL": "http://127.0.0.1:{dead}/apis/ccompat/v7",
+    "MEDIAVEC_SCHEMA_REGISTRY__FRAMING": "confluent",
+    "MEDIAVEC_SCHEMA_REGISTRY__USERNAME": "mediavec",
+    "MEDIAVEC_SCHEMA_REGISTRY__PASSWORD": SECRETS["registry"],
 }
 A_FILE = {"MEDIAVEC_DATA_DIR": "{tmp}/a-file"}  # a data directory that is a regular file
 BROKER_DOWN = "Kafka at 127.0.0.1:{dead} (PLAINTEXT): nothing accepts connections there"
@@ -96,6 +103,13 @@ CASES = [
     Case(("run", "fetch"), "broker down", BROKER_DOWN),
     Case(("run", "fetch", "--workers", "2"), "broker down, supervised", BROKER_DOWN),
     Case(("run", "embed"), "no weights", "weights: No weights for open_clip", needs=("stack",)),
+    Case(
+        ("run", "fetch"),
+        "schema registry down",
+        "schema registry: schema registry at http://127.0.0.1:{dead}/apis/ccompat/v7 unreachable",
+        REGISTRY_DOWN,
+        needs=("stack",),
+    ),
     Case(("run", "sink-qdrant"), "store held", "vector store in use", needs=("stack", "held")),
     Case(("run", "sink-postgres"), "PostgreSQL down", PG_DOWN, needs=("stack",)),
     Case(("run", "sink-encrypted"), "no index key", "encrypted index key: no index key configured", needs=("stack",)),
@@ -105,6 +119,14 @@ CASES = [
         ("publish", "images", "{tmp}/urls.txt"), "broker down", BROKER_DOWN, files={"urls.txt": "http://a.test/x.jpg"}
     ),
     Case(("publish", "images", "{tmp}/missing.txt"), "missing file", "missing.txt", needs=("stack",)),
+    Case(
+        ("publish", "images", "{tmp}/urls.txt"),
+        "schema registry down",
+        "schema registry: schema registry at http://127.0.0.1:{dead}/apis/ccompat/v7 unreachable",
+        REGISTRY_DOWN,
+        files={"urls.txt": "http://a.test/x.jpg"},
+        needs=("stack",),
+    ),
     Case(("publish", "images", "{tmp}/missing.txt"), "broker down, file missing: the file first", "missing.txt"),
     Case(("publish", "video", "{tmp}/missing.mp4"), "broker down, no source: it first", "nothing published"),
     Case(("publish", "video", "{tmp}/missing.mp4"), "missing file", "nothing published", needs=("stack",)),
