@@ -20,11 +20,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack import credentials, tls
 from devstack.procs import DevStackError
 from devstack.settings import DevSettings
 
 NODE_STRIDE = 10  # port distance between two nodes: room for node 0's four listeners
+SASL_OFFSET = 2  # SASL_PLAINTEXT listener: kafka_port + 2
+TLS_OFFSET = 3  # SASL_SSL listener: kafka_port + 3
 MAX_REPLICATION = 3  # what the internal topics ask for once there are enough brokers
 
 
@@ -63,8 +64,8 @@ def ports(settings: DevSettings, node: int = 0) -> NodePorts:
     return NodePorts(
         dev.kafka_port + step,
         dev.controller_port + step,
-        credentials.sasl_port(settings) + step,
-        tls.port(settings) + step,
+        dev.kafka_port + SASL_OFFSET + step,
+        dev.kafka_port + TLS_OFFSET + step,
     )
 
 

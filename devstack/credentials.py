@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import SecretStr
 
+from devstack import cluster
 from devstack.settings import DevSettings
 from streams.settings import KafkaSettings
 
@@ -89,12 +90,13 @@ def load_or_create(settings: DevSettings) -> DevCredentials:
 
 
 def sasl_bootstrap_servers(settings: DevSettings) -> str:
-    """The broker's SASL_PLAINTEXT listener: two ports above the plaintext one."""
-    return f"127.0.0.1:{sasl_port(settings)}"
+    """Every node's SASL_PLAINTEXT listener (two ports above its plaintext one)."""
+    return cluster.bootstrap_servers(settings, "sasl")
 
 
 def sasl_port(settings: DevSettings) -> int:
-    return settings.devstack.kafka_port + 2
+    """Node 0's SASL_PLAINTEXT listener."""
+    return cluster.ports(settings).sasl
 
 
 def kafka_sasl_settings(settings: DevSettings, mechanism: SaslMechanism = "SCRAM-SHA-512") -> KafkaSettings:

@@ -3,8 +3,9 @@
 Made once per stack under ``<data_dir>/tls/`` and renewed when they would expire within 30 days:
 ``ca.pem`` (what clients trust: ``MEDIAVEC_KAFKA__SSL_CA_LOCATION``), ``ca-key.pem`` and
 ``broker.pem`` (the broker's PKCS#8 key and its certificate, read by Kafka as a PEM key store;
-both keys are written 0600). The broker certificate names ``127.0.0.1``, ``::1`` and
-``localhost``, so clients verify the host name as they would in production.
+both keys are written 0600). The broker certificate names ``127.0.0.1``, ``::1``,
+``localhost`` and ``MEDIAVEC_DEVSTACK__KAFKA_HOST``, so clients verify the host name as they would
+in production.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from devstack import credentials
+from devstack import cluster, credentials
 from devstack.credentials import write_private
 from devstack.settings import DevSettings
 from streams.settings import KafkaSettings
@@ -56,7 +57,8 @@ class TlsFiles:
 def ensure(settings: DevSettings) -> TlsFiles:
     """The stack's CA and broker certificate, made or renewed when needed."""
     files = TlsFiles.of(settings)
-    if _current(files):
+    names = broker_names(settings)
+    if _current(files, names):
         return files
     files.root.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
@@ -69,8 +71,6 @@ def ensure(settings: DevSettings) -> TlsFiles:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    names.append(x509.IPAddress(ipaddress.ip_address("::1")))
     broker = (
         _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), ca_name, key.public_key(), now)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -86,8 +86,25 @@ def ensure(settings: DevSettings) -> TlsFiles:
     return files
 
 
-def _current(files: TlsFiles) -> bool:
+def broker_names(settings: DevSettings) -> list[x509.GeneralName]:
+    """What the broker certificate names: the loopback names, and ``MEDIAVEC_DEVSTACK__KAFKA_HOST``
+    where the listeners are given another address (clients on other hosts verify that one)."""
+    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
+    host = settings.devstack.kafka_host
+    try:
+        extra: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        extra = x509.DNSName(host)
+    return names if extra in names else [*names, extra]
+
+
+def _current(files: TlsFiles, names: list[x509.GeneralName]) -> bool:
+    """The files exist, name every one of ``names`` and stay valid for a while yet."""
     if not (files.ca_cert.exists() and files.broker_pem.exists() and files.ca_key.exists()):
+        return False
+    broker = x509.load_pem_x509_certificates(files.broker_pem.read_bytes())[0]
+    if not set(names) <= set(broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value):
         return False
     soonest = dt.datetime.now(dt.UTC) + RENEW_BEFORE
     for path in (files.ca_cert, files.broker_pem):
@@ -135,12 +152,13 @@ def _pem(cert: x509.Certificate) -> str:
 
 
 def port(settings: DevSettings) -> int:
-    """The broker's SASL_SSL listener: three ports above the plaintext one."""
-    return settings.devstack.kafka_port + 3
+    """Node 0's SASL_SSL listener: three ports above its plaintext one."""
+    return cluster.ports(settings).tls
 
 
 def bootstrap_servers(settings: DevSettings) -> str:
-    return f"127.0.0.1:{port(settings)}"
+    """Every node's SASL_SSL listener."""
+    return cluster.bootstrap_servers(settings, "tls")
 
 
 def kafka_tls_settings(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
-from devstack import cluster
+from devstack import cluster, credentials, tls
 from devstack.procs import DevStackError
 from devstack.settings import DevSettings, DevStackSettings
 from mediavec.cli import main
@@ -25,6 +27,33 @@ def test_node_i_listens_ten_ports_above_node_0(tmp_path: Path) -> None:
     assert cluster.quorum_voters(settings, 3) == "1@127.0.0.1:39093,2@127.0.0.1:39103,3@127.0.0.1:39113"
     assert cluster.bootstrap_servers(settings) == "127.0.0.1:39092,127.0.0.1:39102,127.0.0.1:39112"
     assert cluster.bootstrap_servers(settings, "tls") == "127.0.0.1:39095,127.0.0.1:39105,127.0.0.1:39115"
+
+
+def test_authenticated_clients_bootstrap_on_every_node(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, 3)
+    assert tls.bootstrap_servers(settings) == cluster.bootstrap_servers(settings, "tls")
+    assert credentials.sasl_bootstrap_servers(settings) == "127.0.0.1:39094,127.0.0.1:39104,127.0.0.1:39114"
+    assert (tls.port(settings), credentials.sasl_port(settings)) == (39095, 39094)  # node 0's, as before
+
+
+def _names(files: tls.TlsFiles) -> set[x509.GeneralName]:
+    cert = x509.load_pem_x509_certificates(files.broker_pem.read_bytes())[0]
+    return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+
+
+def test_the_broker_certificate_names_the_kafka_host_and_is_remade_when_it_changes(tmp_path: Path) -> None:
+    plain = _settings(tmp_path, 1)
+    files = tls.ensure(plain)
+    loopback = _names(files)
+    assert x509.DNSName("localhost") in loopback and len(loopback) == 3
+    ca = files.ca_cert.read_bytes()
+    assert tls.ensure(plain) == files and files.ca_cert.read_bytes() == ca  # current: kept
+    hub = plain.model_copy(update={"devstack": plain.devstack.model_copy(update={"kafka_host": "10.231.0.1"})})
+    tls.ensure(hub)
+    assert _names(files) == loopback | {x509.IPAddress(ipaddress.ip_address("10.231.0.1"))}
+    named = plain.model_copy(update={"devstack": plain.devstack.model_copy(update={"kafka_host": "kafka.lan"})})
+    tls.ensure(named)
+    assert x509.DNSName("kafka.lan") in _names(files)
 
 
 @pytest.mark.parametrize(("brokers", "replicas", "in_sync"), [(1, 1, 1), (2, 2, 1), (3, 3, 2), (5, 3, 2)])
