@@ -52,11 +52,12 @@ def pause_until_available(consumer: Consumer, stage: str, down: StageUnavailable
 
 
 def _pause_assigned(consumer: Consumer, paused: set[tuple[str, int]]) -> set[tuple[str, int]]:
-    """Pause what is assigned and not paused yet; the set of paused partitions."""
-    fresh = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in paused]
-    if fresh:
-        consumer.pause(fresh)
-    return {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    """Pause everything assigned (again: a partition revoked and given back meanwhile was resumed
+    by :func:`clear_pauses`); the set of paused partitions, those paused before included."""
+    assigned = consumer.assignment()
+    if assigned:
+        consumer.pause(assigned)
+    return paused | {(tp.topic, tp.partition) for tp in assigned}
 
 
 def _keep_polling(consumer: Consumer, paused: set[tuple[str, int]]) -> set[tuple[str, int]]:
@@ -68,6 +69,17 @@ def _keep_polling(consumer: Consumer, paused: set[tuple[str, int]]) -> set[tuple
         except KafkaException as exc:  # not assigned any more: its new owner starts from the commit
             logger.debug("seek back during a pause failed: %s", exc)
     return _pause_assigned(consumer, paused)
+
+
+def clear_pauses(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """Resume partitions being revoked. librdkafka keeps a partition's pause through a rebalance, so
+    one paused here (backpressure, a service down) and assigned back later would never be read again."""
+    if not partitions:
+        return
+    try:
+        consumer.resume(partitions)
+    except KafkaException as exc:  # already gone (a lost assignment): nothing of ours is left paused on it
+        logger.debug("resuming revoked partitions failed: %s", exc)
 
 
 def _resume(consumer: Consumer, paused: set[tuple[str, int]]) -> None:

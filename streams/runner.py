@@ -34,7 +34,7 @@ from streams.kafka import consumer as make_consumer
 from streams.kafka import group_id, transactional_producer
 from streams.logctx import event
 from streams.offsets import next_offsets, topic_partitions
-from streams.pause import pause_until_available
+from streams.pause import clear_pauses, pause_until_available
 from streams.settings import StreamSettings
 from streams.stage import (
     Failure,
@@ -134,7 +134,7 @@ class TransactionalLoop(ABC):
             producer = self._producer = transactional_producer(self.settings, self.transactional_id)
             bounded(lambda: producer.init_transactions(TXN_CALL_S), HUNG_AFTER_S, "init_transactions")
             self._consumer = make_consumer(self.settings, self.group, instance=self.instance)
-            self._consumer.subscribe([self.input.name], on_revoke=self._on_revoke, on_lost=self._on_revoke)
+            self._consumer.subscribe([self.input.name], on_revoke=self._revoked, on_lost=self._revoked)
             logger.info("%s worker %s consuming %s", self.lifecycle.name, self.transactional_id, self.input.name)
             while not stop.is_set():
                 self._step(stop)
@@ -150,6 +150,10 @@ class TransactionalLoop(ABC):
     @abstractmethod
     def _step(self, stop: threading.Event) -> None:
         """One turn of the poll loop: poll, hand work to the stage, commit what is ready."""
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._on_revoke(consumer, partitions)
+        clear_pauses(consumer, partitions)
 
     @abstractmethod
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
