@@ -30,8 +30,10 @@ from models.settings import ConceptSettings, ModelSettings
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
-# Clear of the test stack (29192-29195, 29193, 25532) and the default dev stack (19092-19095, 19093, 15432).
-PORTS = {"KAFKA_PORT": 39492, "CONTROLLER_PORT": 39493, "POSTGRES_PORT": 35632}
+# Clear of the test stack (29192-29195, 29193, 25532), the default dev stack (19092-19095, 19093, 15432)
+# and the test clusters and registries (20000-32700); below Linux's ephemeral range (32768 and up), where
+# an outgoing connection of an earlier test could hold a listener's port (39494 once did).
+PORTS = {"KAFKA_PORT": 16492, "CONTROLLER_PORT": 16493, "POSTGRES_PORT": 16632}
 PAGE = re.compile(r"search page (http://127\.0\.0\.1:\d+/) \(\d+ bytes\) answered: (\d+) hits, (\d+) thumbnails")
 HIT = re.compile(r"^\s*-?\d+\.\d{4}\s+(\w+)\s+(\S+)")  # a row of format_hits: score, space, media id
 

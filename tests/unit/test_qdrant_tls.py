@@ -20,8 +20,8 @@ from aiohttp import web
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from devstack import tls
+from devstack.settings import DevSettings
 from mediavec.appserver import AppServer
-from mediavec.settings import Settings
 from stores.settings import QdrantSettings
 from stores.vectorstore.server import remote_client
 
@@ -47,7 +47,7 @@ class _Listener(AppServer):
 
 @pytest.fixture
 def listener(tmp_path: Path) -> tuple[_Listener, Path]:
-    files = tls.ensure(Settings(data_dir=tmp_path / "server"))  # a CA and a certificate for 127.0.0.1
+    files = tls.ensure(DevSettings(data_dir=tmp_path / "server"))  # a CA and a certificate for 127.0.0.1
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(files.broker_pem)
     return _Listener(context), files.ca_cert
@@ -74,7 +74,7 @@ def test_a_server_certificate_from_another_ca_is_refused_before_the_key_is_sent(
     listener: tuple[_Listener, Path], tmp_path: Path
 ) -> None:
     server, _ = listener
-    other_ca = tls.ensure(Settings(data_dir=tmp_path / "other")).ca_cert
+    other_ca = tls.ensure(DevSettings(data_dir=tmp_path / "other")).ca_cert
     with server:
         for ca in (other_ca, None):  # another private CA, and the system's CAs
             client = remote_client(_qdrant(server.base_url, secrets.token_urlsafe(16), ca))
