@@ -36,6 +36,7 @@ from loadtest.report import machine, write_section
 from media.video import sample_segment
 from mediavec.settings import Settings, load_settings
 from models.bundle import EmbedModels
+from models.clip import ClipEmbedder
 from models.settings import ConceptSettings
 from schemas import Frame, decode_vector_batch, encode_frame
 from streams.admin import ensure_topics
@@ -186,7 +187,7 @@ def main() -> None:
 def report(
     args: argparse.Namespace, settings: Settings, models: EmbedModels, load_s: float, rates: dict[str, dict[str, Rate]]
 ) -> str:
-    vision = models.vision
+    vision = models.vision if isinstance(models.vision, ClipEmbedder) else None  # a provider has no device here
     device = vision.device if vision is not None else "cpu"
     lines = [
         "## Every vector per frame: busy vs quiet footage (issue: video and per-frame vectors)\n",

@@ -20,12 +20,13 @@ from pathlib import Path
 from devstack import stack
 from devstack.mediaserver import Canary, MediaServer
 from devstack.samples import sample_images
+from devstack.settings import DevSettings, load_dev_settings
 from loadtest.bench_postgres import scratch_database
 from loadtest.report import machine, write_section
 from mediavec.localworkers import LocalWorkers
 from mediavec.progress import RunTracker
 from mediavec.publish import new_run_id, publish
-from mediavec.settings import Settings, load_settings
+from mediavec.settings import Settings
 from stores.encindex.keys import generate_key, write_key_file
 from streams.admin import ensure_topics
 from tests.e2e.chaos import run_with_chaos
@@ -49,7 +50,7 @@ def chaos_settings(base: Settings, tmp: Path) -> Settings:
     )
 
 
-def _restart_broker(base: Settings) -> None:
+def _restart_broker(base: DevSettings) -> None:
     stack.restart_kafka(base, kill=True)
 
 
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    base = load_settings()
+    base = load_dev_settings()
     stack.up(base)
     with tempfile.TemporaryDirectory() as tmp, scratch_database(base) as pg:
         settings = chaos_settings(pg, Path(tmp))

@@ -29,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from devstack import stack
+from devstack.settings import load_dev_settings
 from loadtest.load.budgets import BudgetFile, check, load_budget_file, measured
 from loadtest.load.harness import REPO, RunOptions, load_settings_for, run_load
 from loadtest.load.peer import PeerResult, compare
@@ -37,7 +38,6 @@ from loadtest.load.render import run_markdown, soak_markdown
 from loadtest.load.soak import plot, trends
 from loadtest.load.summary import LoadReport
 from loadtest.report import machine, write_section
-from mediavec.settings import load_settings
 
 logger = logging.getLogger(__name__)
 DEFAULT_PLOT = REPO / "loadtest" / "results" / "soak.png"
@@ -59,7 +59,7 @@ def _profile(args: argparse.Namespace, base: LoadProfile) -> LoadProfile:
 
 
 def _run(args: argparse.Namespace, profile: LoadProfile, work: Path) -> LoadReport:
-    base = load_settings()
+    base = load_dev_settings()
     if not args.no_stack:
         stack.up(base)
     settings = load_settings_for(base, work / "data", profile)
@@ -112,7 +112,7 @@ def cmd_soak(args: argparse.Namespace, budget: BudgetFile, work: Path) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, budget: BudgetFile, work: Path) -> int:
-    base = load_settings()
+    base = load_dev_settings()
     if not args.no_stack:
         stack.up(base)
     settings = load_settings_for(base, work / "data", budget.loads["run"])

@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from functools import cache
 
+import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
@@ -32,6 +33,8 @@ MAX_JPEG_BYTES = 7 * 1024 * 1024
 _FALLBACK_QUALITIES = (80, 70, 55, 40)
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _SRGB = ImageCms.createProfile("sRGB")
+_EXIF_ORIENTATION = 0x0112
+cv2.setNumThreads(1)  # the fetch stage decodes in its own thread pool; no second pool per resize
 
 
 class DecodeError(Exception):
@@ -50,6 +53,7 @@ class DecodedImage:
     height: int
     content_sha256: str  # of the downloaded bytes, not of the re-encoded JPEG
     source_format: str
+    reencoded: bool = True  # False: the source JPEG is the frame, byte for byte
 
 
 def decode_image(data: bytes, settings: FetchSettings) -> DecodedImage:
@@ -59,6 +63,10 @@ def decode_image(data: bytes, settings: FetchSettings) -> DecodedImage:
     digest = hashlib.sha256(data).hexdigest()
     with _open(data, settings.max_pixels) as im:
         fmt = im.format or "unknown"
+        if _as_is(im, data, settings.max_side):
+            width, height = im.size  # before draft mode shrinks them
+            _verify(im)
+            return DecodedImage(data, width, height, digest, fmt, reencoded=False)
         _draft(im, settings.max_side)
         _load(im)
         upright = _orient(im)  # a new image: closing ``im`` invalidates its pixels
@@ -118,6 +126,40 @@ def _sniff(data: bytes) -> str:
     if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
         return "looks like HTML/XML"
     return f"starts with {data[:8].hex()}"
+
+
+def _as_is(im: Image.Image, data: bytes, max_side: int) -> bool:
+    """Whether the source JPEG can be the frame unchanged: what re-encoding would make, bar quality.
+
+    A baseline (not progressive, single image) 3-channel JPEG within ``max_side``, with no EXIF
+    rotation and no colour profile other than sRGB, and small enough for the frames topic.
+    """
+    if im.format != "JPEG" or im.mode != "RGB" or max(im.size) > max_side or len(data) > MAX_JPEG_BYTES:
+        return False
+    if im.info.get("progressive") or not _srgb_or_none(im.info.get("icc_profile")):
+        return False
+    try:
+        orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # a malformed EXIF block: take the general path, which ignores it
+        return False
+    return orientation in (1, None)
+
+
+def _srgb_or_none(icc: bytes | None) -> bool:
+    """No ICC profile, or one that names sRGB: converting to sRGB would change nothing."""
+    if not icc:
+        return True
+    try:
+        description = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return False
+    return description.strip().lower().startswith("srgb")
+
+
+def _verify(im: Image.Image) -> None:
+    """Read all of a JPEG's coded data at 1/8 scale: truncation and corruption are refused as ever."""
+    im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+    _load(im)
 
 
 def _draft(im: Image.Image, max_side: int) -> None:
@@ -197,11 +239,21 @@ def _icc_to_srgb(im: Image.Image) -> Image.Image:
 
 
 def _bound(im: Image.Image, max_side: int) -> Image.Image:
+    """The long side down to ``max_side``: box-filter halvings while 2x or more remain, then bicubic.
+
+    The box steps (Pillow's ``reduce``) keep the result free of aliasing; the last factor, under
+    2, is OpenCV's bicubic resize, which is what a Lanczos resize costs several times over.
+    """
     if max(im.size) <= max_side:
         return im
     scale = max_side / max(im.size)
     size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-    return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    factor = int(1 / scale)
+    if factor >= 2:
+        im = im.reduce(factor)
+    if im.size == size:
+        return im
+    return Image.fromarray(cv2.resize(np.asarray(im), size, interpolation=cv2.INTER_CUBIC))
 
 
 def _encode_jpeg(im: Image.Image, quality: int) -> bytes:

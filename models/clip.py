@@ -9,6 +9,7 @@ Output contract: ``(N, dim)`` float16, each row L2-normalised in fp32 before the
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -98,6 +99,7 @@ class ClipEmbedder:
     ) -> None:
         self.model = model
         self.model_id: str = weights.model_id
+        self.arch: str = weights.arch
         self.dim = dim
         self.device = device
         self.weights_source: str = weights.source
@@ -141,6 +143,14 @@ class ClipEmbedder:
             time.perf_counter() - started,
         )
         return embedder
+
+    @functools.cached_property
+    def input_side(self) -> int:
+        """The side of the square the image tower reads (open_clip resizes the short side to it)."""
+        import open_clip
+
+        size = open_clip.get_model_config(self.arch)["vision_cfg"]["image_size"]
+        return int(size if isinstance(size, int) else min(size))
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Resize, crop and normalise on the CPU: (N, 3, H, W) float32, safe off the model thread."""

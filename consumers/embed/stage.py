@@ -23,9 +23,12 @@ it answers again. No Kafka here.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -54,9 +57,24 @@ logger = logging.getLogger(__name__)
 
 def decode_image(jpeg: bytes) -> Image.Image:
     """Fully decode JPEG bytes to RGB (PIL decodes lazily, so force it here, not in the model)."""
-    with Image.open(io.BytesIO(jpeg)) as image:
-        image.load()
-        return image.convert("RGB")
+    return decode_scaled(jpeg)[0]
+
+
+def decode_scaled(jpeg: bytes, min_sides: tuple[int, int] = (0, 0)) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode JPEG bytes to RGB no smaller than ``min_sides`` (short, long): the image and its full size.
+
+    libjpeg decodes at 1/2, 1/4 or 1/8 scale (draft mode: fewer inverse DCTs, a smaller image to
+    resize) when the result still has a short side of at least ``min_sides[0]`` and a long side of
+    at least ``min_sides[1]``; (0, 0) decodes at full size.
+    """
+    image = Image.open(io.BytesIO(jpeg))  # in memory: nothing to close
+    size = image.size
+    if image.format == "JPEG" and min(size) > 0:
+        scale = max(min_sides[0] / min(size), min_sides[1] / max(size))
+        if 0 < scale < 1:
+            image.draft(None, (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
+    image.load()
+    return (image if image.mode == "RGB" else image.convert("RGB")), size
 
 
 def prepare_frame(embedder: ClipEmbedder, frame: Frame) -> torch.Tensor:
@@ -148,18 +166,33 @@ def _key_text(record: InputRecord) -> str:
     return record.key.decode("utf-8", errors="replace") if record.key else ""
 
 
-def _decode_record(record: InputRecord) -> tuple[Frame, Image.Image] | Failure:
+def _decode_record(
+    record: InputRecord, min_sides: tuple[int, int], thumbnail: tuple[int, int]
+) -> tuple[Frame, Image.Image, FrameView] | Failure:
+    """The frame event, its image (scaled down as far as ``min_sides`` allows) and its view."""
     try:
         frame = schemas.decode_frame(record.value)
     except schemas.SchemaError as exc:
         return Failure("invalid_frame", str(exc), media_id=_key_text(record))
     try:
-        return frame, decode_image(frame.jpeg)
+        image, size = decode_scaled(frame.jpeg, min_sides)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
         reason = f"frame {frame.frame_index} is not a decodable image: {type(exc).__name__}: {exc}"
         return Failure(
             "undecodable_frame", reason, media_id=frame.media_id, details={"frame_index": str(frame.frame_index)}
         )
+    return frame, image, frame_view(image, size, *thumbnail)
+
+
+def scaled_decode_sides(settings: ConsumerSettings, models: EmbedModels) -> tuple[int, int]:
+    """The smallest (short, long) sides a frame may be decoded at: (0, 0), full size, unless only the
+    local scene model reads the image (its input side, the short side it resizes to) besides the
+    thumbnail (its side, the long side)."""
+    vision = models.vision
+    side = getattr(vision, "input_side", 0)
+    if set(settings.embed.spaces) != {"scene"} or models.remote is not None or not side:
+        return (0, 0)
+    return (int(side), settings.embed.thumbnail_side)
 
 
 class EmbedStage:
@@ -175,6 +208,8 @@ class EmbedStage:
         self._pipeline: FramePipeline | None = None
         self._writer: VectorWriter | None = None
         self._reporter: ProviderReporter | None = None
+        self._decoders: ThreadPoolExecutor | None = None
+        self._min_sides = (0, 0)
         self.frames_done = 0
         self.vectors_done = 0
         self._trimmer = HeapTrimmer()
@@ -192,17 +227,23 @@ class EmbedStage:
             )
         self._pipeline = FramePipeline(self._models, self._settings)
         self._writer = VectorWriter(self._models, self._settings)
+        self._min_sides = scaled_decode_sides(self._settings, self._models)
+        # decoding releases the GIL: frames of a batch decode on as many cores as preprocessing uses
+        self._decoders = ThreadPoolExecutor(self._settings.embed.preprocess_workers, thread_name_prefix="embed-decode")
         if self._models.remote is not None:
             self._reporter = ProviderReporter(self._models.remote, self._settings.data_dir).start()
 
     def process(self, batch: Sequence[InputRecord]) -> list[Result]:
-        if self._pipeline is None or self._writer is None:
+        if self._pipeline is None or self._writer is None or self._decoders is None:
             raise RuntimeError("EmbedStage.start() has not been called")
-        decoded = [_decode_record(record) for record in batch]
+        e = self._settings.embed
+        decode = functools.partial(
+            _decode_record, min_sides=self._min_sides, thumbnail=(e.thumbnail_side, e.thumbnail_quality)
+        )
+        decoded = list(self._decoders.map(decode, batch))
         good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, Failure)]
         frames = [d[0] for _, d in good]
-        e = self._settings.embed
-        views = [frame_view(d[1], e.thumbnail_side, e.thumbnail_quality) for _, d in good]
+        views = [d[2] for _, d in good]
         vectors = self._pipeline.run([d[1] for _, d in good], [frame_prompts(f) for f in frames])
         self._provider_down(vectors)
         # a provider's refusal is that frame's own verdict, not a model fault to retry the batch for
@@ -244,6 +285,9 @@ class EmbedStage:
             self._reporter = None
         if self._pipeline is not None:
             self._pipeline.close()
+        if self._decoders is not None:
+            self._decoders.shutdown(wait=True, cancel_futures=True)
+            self._decoders = None
         if self._models is not None and self._owns_models:
             self._models.close()
         self._pipeline = self._writer = None

@@ -43,6 +43,7 @@ def frame_thumbnail(image: Image.Image, side: int, quality: int) -> bytes | None
     return data
 
 
-def frame_view(image: Image.Image, side: int, quality: int) -> FrameView:
-    """The decoded frame's size (the pixel space of its boxes) and its thumbnail."""
-    return FrameView(image.size[0], image.size[1], frame_thumbnail(image, side, quality))
+def frame_view(image: Image.Image, size: tuple[int, int], side: int, quality: int) -> FrameView:
+    """The frame's full ``size`` (the pixel space of its boxes; ``image`` may be decoded smaller) and
+    its thumbnail."""
+    return FrameView(size[0], size[1], frame_thumbnail(image, side, quality))

@@ -128,9 +128,10 @@ def claim(
     keys = {"URL": url_key(req)}
     if content_sha256 is not None:
         keys["content"] = content_key(req.collection, content_sha256)
+    previous = {key: table.get(key) for key in keys.values()}  # read once: the check and the undo both need it
     if not req.reprocess:
         for what, key in keys.items():
-            prev = table.get(key)
+            prev = previous[key]
             if prev is not None:
                 return _duplicate(req, prev, f"the same {what}")
     if not remember:
@@ -138,7 +139,7 @@ def claim(
     value = {"media_id": req.media_id, "at": time.time()}
     out = []
     for key in keys.values():
-        undo.append((key, table.get(key)))
+        undo.append((key, previous[key]))
         table.put_local(key, value)
         out.append(OutputRecord("seen", key.encode(), json.dumps(value, separators=(",", ":")).encode()))
     return out

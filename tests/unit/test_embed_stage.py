@@ -18,7 +18,14 @@ from PIL import Image
 import schemas
 from consumers.embed.pipeline import FrameVectors, Row
 from consumers.embed.settings import EmbedSettings
-from consumers.embed.stage import EmbedStage, VectorWriter, decode_image, embed_frames_in_memory
+from consumers.embed.stage import (
+    EmbedStage,
+    VectorWriter,
+    decode_image,
+    decode_scaled,
+    embed_frames_in_memory,
+    scaled_decode_sides,
+)
 from consumers.embed.thumbnail import FrameView
 from mediavec.settings import Settings
 from models import ClipEmbedder
@@ -253,3 +260,20 @@ def test_only_the_batch_with_the_scene_row_carries_the_thumbnail(embedder: ClipE
         batches = [schemas.decode_vector_batch(o.value) for o in writer.outputs(frames[0], vectors, view)]
         assert [b.thumbnail for b in batches] == [view.thumbnail if i == carrier else None for i in range(2)]
         assert {(b.frame_width, b.frame_height) for b in batches} == {(640, 480)}
+
+
+def test_scene_only_frames_decode_at_the_smallest_scale_the_model_and_thumbnail_allow(
+    embedder: ClipEmbedder, frames: list[Frame]
+) -> None:
+    scene_only = Settings(model=RANDOM, embed=EmbedSettings(spaces=("scene",)))
+    assert scaled_decode_sides(scene_only, EmbedModels(vision=embedder)) == (224, 128)
+    every = Settings(model=RANDOM, embed=EmbedSettings(spaces=("scene", "object")))
+    assert scaled_decode_sides(every, EmbedModels(vision=embedder)) == (0, 0)  # crops want every pixel
+    zidane = frames[4].jpeg  # 1280x720: libjpeg can halve it and still give 224 px on the short side
+    image, size = decode_scaled(zidane, (224, 128))
+    assert size == (1280, 720) and image.size == (640, 360) and image.mode == "RGB"
+    assert decode_scaled(zidane, (224, 700))[0].size == (1280, 720)  # a long side of 640 is too short
+    assert decode_scaled(zidane)[0].size == (1280, 720)
+    png = io.BytesIO()
+    Image.open(PHOTOS[0]).save(png, "PNG")
+    assert decode_scaled(png.getvalue(), (32, 32))[0].size == (512, 512)  # only JPEG has draft mode

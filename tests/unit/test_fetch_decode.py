@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from devstack.mediaserver import write_pixel_bomb
 from devstack.samples import find_sample_photos
@@ -225,3 +225,72 @@ def test_broken_exif_is_ignored() -> None:
     broken = data[: start + 6] + b"\xff" * 16 + data[start + 22 :]  # garbage TIFF header, same length
     result = decode_image(broken, DEFAULT)
     assert (result.width, result.height) == (451, 300)
+
+
+def _baseline() -> bytes:
+    return encode(Image.open(PHOTOS["coffee.png"]).convert("RGB"), "JPEG", quality=90)
+
+
+def _srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(_baseline, id="baseline"),
+        pytest.param(
+            lambda: encode(Image.open(PHOTOS["coffee.png"]).convert("RGB"), "JPEG", icc_profile=_srgb_profile()),
+            id="srgb-profile",
+        ),
+    ],
+)
+def test_baseline_jpeg_within_bounds_is_its_own_frame(make: object) -> None:
+    data = make()  # type: ignore[operator]
+    result = decode_image(data, DEFAULT)
+    assert result.jpeg == data and not result.reencoded
+    assert (result.width, result.height) == (600, 400) == opened(result).size
+    assert decode_image(PHOTOS["bus.jpg"].read_bytes(), DEFAULT).reencoded  # over 1024 px
+    hubble = PHOTOS["hubble_deep_field.jpg"].read_bytes()  # a camera file: EXIF, XMP, "sRGB IEC61966-2.1"
+    assert decode_image(hubble, DEFAULT).jpeg == hubble
+
+
+def test_truncated_jpeg_within_bounds_is_still_refused() -> None:
+    data = _baseline()
+    assert decode_error(data[: len(data) // 2]).error_class == "truncated_image"
+    assert decode_error(data[:-200]).error_class == "truncated_image"
+
+
+def _rotated(im: Image.Image) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(im, "JPEG", exif=exif.tobytes())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda im: encode(im, "JPEG", progressive=True), id="progressive"),
+        pytest.param(_rotated, id="exif-rotated"),
+        pytest.param(lambda im: encode(im, "JPEG", icc_profile=b"\0" * 128), id="icc-profile"),
+        pytest.param(lambda im: encode(im.convert("L"), "JPEG"), id="greyscale"),
+        pytest.param(lambda im: encode(im.convert("CMYK"), "JPEG"), id="cmyk"),
+        pytest.param(lambda im: encode(im, "PNG"), id="png"),
+    ],
+)
+def test_what_needs_work_is_reencoded(make: object) -> None:
+    source = Image.open(PHOTOS["chelsea.png"]).convert("RGB")
+    result = decode_image(make(source), DEFAULT)  # type: ignore[operator]
+    out = opened(result)
+    assert result.reencoded and out.mode == "RGB" and not out.info.get("progressive")
+    assert not out.info.get("icc_profile")
+
+
+@pytest.mark.parametrize("size", [(5000, 120), (2047, 1500), (1025, 1025), (4096, 4096)])
+def test_bound_steps_keep_size_and_picture(size: tuple[int, int]) -> None:
+    big = Image.open(PHOTOS["coffee.png"]).convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    result = decode_image(encode(big, "PNG"), DEFAULT)
+    scale = 1024 / max(size)
+    want = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+    assert (result.width, result.height) == want == opened(result).size
+    assert mean_abs_diff(opened(result), big.resize(want, Image.Resampling.LANCZOS)) < 6.0
