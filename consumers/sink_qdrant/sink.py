@@ -2,9 +2,10 @@
 
 Per batch (the rest is :class:`consumers.sink.VectorSink`): a batch whose vectors do not fit its
 collection's dimension goes to the DLQ (``split`` creates a new collection with the first
-dimension it sees); ``write`` upserts each collection's rows (the store returns once the points
-are durable), then saves the next offsets in the same store. The runner (streams.sink_runner)
-seeks to those offsets on every assignment.
+dimension it sees, and asks the store about a collection once, not once per batch); ``write``
+makes sure each collection of the poll exists (one deleted meanwhile is made again), upserts its
+rows in one call (the store returns once the points are durable), then saves the next offsets in
+the same store. The runner (streams.sink_runner) seeks to those offsets on every assignment.
 """
 
 from __future__ import annotations
@@ -40,8 +41,11 @@ class QdrantSink(VectorSink[QdrantStore]):
     def refuse(self, polled: Decoded, claimed: dict[str, int]) -> Failure | None:
         batch = polled.batch
         name = collection_name(batch)
-        if self._dims.setdefault(name, self._collection_dim(name, batch.dim)) != batch.dim:
-            return dimension_mismatch(batch, name, self._dims[name])
+        held = self._dims.get(name)
+        if held is None:  # the store is asked once per collection, not once per batch
+            held = self._dims[name] = self._collection_dim(name, batch.dim)
+        if held != batch.dim:
+            return dimension_mismatch(batch, name, held)
         return None
 
     def _collection_dim(self, name: str, dim: int) -> int:
@@ -54,5 +58,6 @@ class QdrantSink(VectorSink[QdrantStore]):
 
     def write_polled(self, polled: list[Decoded], offsets: Offsets) -> None:
         for g in self.groups(polled).values():  # split() guaranteed one dim per collection
+            self.store.ensure_collection(g.name, g.dim)  # once a poll: recreates one deleted meanwhile
             self.store.upsert(g.name, g.ids, g.vectors, g.payloads)
         self.store.save_offsets(self.consumer_name, offsets)

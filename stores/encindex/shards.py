@@ -123,9 +123,10 @@ class Shard:
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, contents: Sequence[bytes]) -> None:
         """Insert or replace items (float32 rows); durable when it returns."""
         for lo in range(0, len(ids), UPSERT_CHUNK):
+            hi = lo + UPSERT_CHUNK
             items = [
-                {"id": ids[i], "vector": vectors[i], "contents": contents[i]}
-                for i in range(lo, min(lo + UPSERT_CHUNK, len(ids)))
+                {"id": i, "vector": v, "contents": c}
+                for i, v, c in zip(ids[lo:hi], vectors[lo:hi], contents[lo:hi], strict=True)
             ]
             engine_call(f"upsert into {self.name}", self._handle.upsert, items, index_key=self._key.reveal())
         self.count = self._count()

@@ -66,6 +66,7 @@ logger = logging.getLogger(__name__)
 BACKEND = "cyborgdb"
 _WIDEN = 8  # a filtered search asks for this many times more candidates per round
 _MIN_CANDIDATES = 64
+_PAYLOAD_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder for every item's contents
 MAX_COLLECTION_NAME = 200  # shard names add ~14 characters; the engine's file names stop at 255
 
 
@@ -187,7 +188,7 @@ class EncryptedStore(VectorStore):
             coll, shards = self._coll(name)
             rows = check_batch(ids, vectors, payloads, coll.dim)
             keys = canonical_ids(ids)
-            contents = [json.dumps(p, separators=(",", ":")).encode() for p in payloads]
+            contents = [_PAYLOAD_JSON.encode(p).encode() for p in payloads]
             todo = list(range(len(keys)))
             for shard in shards:
                 if not todo:
