@@ -66,7 +66,13 @@ FETCH_PHASES: Phases = (
 )
 START_UP = "start-up (imports, building the worker)"
 WAITING = "waiting"  # a thread blocked on a lock, a queue or a selector: idle, though py-spy sampled it
-_WAITS = ("Condition.wait", "Event.wait", "EpollSelector.select", "_worker (concurrent/futures/thread.py:81)")
+_WAITS = (
+    "Condition.wait",
+    "Event.wait",
+    "EpollSelector.select",
+    "_worker (concurrent/futures/thread.py:81)",  # a pool thread's queue.get
+    "GlobalTable._follow (streams/table.py",  # the seen table's follower inside consume(timeout=0.2)
+)
 EMBED_PHASES: Phases = (
     ("no-op model", ("NoopEmbedder.embed", "NoopEmbedder.preprocess")),
     ("thumbnail JPEG", ("thumbnail_jpeg",)),
