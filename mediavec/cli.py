@@ -132,9 +132,10 @@ def _dlq(args: argparse.Namespace) -> int:
         raise CliError(
             "dlq", "--skipped lists media skipped as duplicates; they are not redriven", hint=hint, status=EXIT_USAGE
         )
+    unreadable: list[str] = []
     entries = [
         e
-        for e in read_entries(settings, topic="skipped" if args.skipped else "dlq")
+        for e in read_entries(settings, topic="skipped" if args.skipped else "dlq", unreadable=unreadable)
         if (args.error_class is None or e.letter.error_class == args.error_class)
         and (args.stage is None or e.letter.stage == args.stage)
     ]
@@ -145,6 +146,8 @@ def _dlq(args: argparse.Namespace) -> int:
             print(f"{len(entries)} entries")
     else:
         print(f"redriven {redrive(settings, entries)} events")
+    for where in unreadable:  # on stderr: a --json listing stays one JSON object per line
+        print(f"mediavec: not a dead letter, passed over: {where}", file=sys.stderr)
     return 0
 
 

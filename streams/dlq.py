@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas import DeadLetter, decode_dead_letter
+from schemas import DeadLetter, SchemaError, decode_dead_letter
 from streams.kafka import producer, read_to_end
 from streams.settings import StreamSettings
 from streams.stage import dead_letter
@@ -58,12 +58,28 @@ _SUMMARY_FIELDS = (
 
 
 def read_entries(
-    settings: StreamSettings, timeout_s: float = 10.0, *, topic: Literal["dlq", "skipped"] = "dlq"
+    settings: StreamSettings,
+    timeout_s: float = 10.0,
+    *,
+    topic: Literal["dlq", "skipped"] = "dlq",
+    unreadable: list[str] | None = None,
 ) -> Iterator[DlqEntry]:
-    """Every committed entry now in the DLQ (or the skipped) topic, oldest first per partition (no group state)."""
+    """Every committed entry now in the DLQ (or the skipped) topic, oldest first per partition (no group state).
+
+    A record that is not a dead letter (another producer wrote to the topic) is passed over, so it
+    never hides the entries after it: logged, and ``partition@offset: why`` appended to ``unreadable``.
+    """
     reader = f"{settings.topics.prefix}mediavec.{topic}-reader"
     for msg in read_to_end(settings, topics(settings).by_name(topic).name, reader, timeout_s=timeout_s):
-        yield DlqEntry(msg.partition() or 0, msg.offset() or 0, decode_dead_letter(msg.value() or b""))
+        where = f"{msg.partition() or 0}@{msg.offset() or 0}"
+        try:
+            letter = decode_dead_letter(msg.value() or b"")
+        except SchemaError as exc:
+            logger.warning("%s %s is not a dead letter, passed over: %s", topic, where, exc)
+            if unreadable is not None:
+                unreadable.append(f"{where}: {exc}")
+            continue
+        yield DlqEntry(msg.partition() or 0, msg.offset() or 0, letter)
 
 
 def redrive(settings: StreamSettings, entries: list[DlqEntry], flush_timeout_s: float = 30.0) -> int:

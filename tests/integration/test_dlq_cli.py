@@ -17,6 +17,8 @@ from mediavec import workers
 from mediavec.settings import Settings
 from schemas import decode_dead_letter, decode_frame
 from streams.admin import ensure_topics
+from streams.kafka import producer
+from streams.stage import Failure, InputRecord, dead_letter
 from streams.topics import topics
 from tests.kafkautil import ThreadWorker, read_topic, wait_for
 
@@ -66,3 +68,23 @@ def test_publish_dead_letter_list_and_redrive(settings: Settings, tmp_path: Path
     sent = {server.url(u) for u in ("/flaky/1/photo.jpg", "/status/404/gone.jpg")}
     assert {d.details["url"] for d in letters} == sent
     assert server.hits("/flaky/1/photo.jpg") == 2
+
+
+def test_a_record_that_is_no_dead_letter_never_hides_the_others(settings: Settings) -> None:
+    """Another producer's bytes in the DLQ topic: listed as passed over, the real letters still listed."""
+    ensure_topics(settings)
+    t = topics(settings)
+    source = InputRecord(t.requests.name, 0, 7, b"m-1", b'{"not": "a request"}')
+    letter = dead_letter(source, "fetch", Failure("invalid_request", "not a media request", media_id="m-1"))
+    p = producer(settings)
+    p.produce(t.dlq.name, key=b"junk", value=b"\x00not avro at all", partition=0)
+    p.produce(t.dlq.name, key=letter.key, value=letter.value, partition=0)
+    assert p.flush(30) == 0
+    env = {**os.environ, **settings.to_env()}
+    out = subprocess.run(
+        [sys.executable, "-m", "mediavec.cli", "dlq", "list"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "invalid_request" in out.stdout and "m-1" in out.stdout and "1 entries" in out.stdout
+    assert "mediavec: not a dead letter, passed over: 0@0" in out.stderr
+    assert "Traceback" not in out.stderr
