@@ -98,10 +98,16 @@ def _pair_phrases(a: Detection, b: Detection, width: int) -> list[str]:
     return phrases
 
 
-def spatial_phrases(detections: Sequence[Detection], width: int, max_phrases: int = 20) -> list[str]:
-    """Short relations between objects of different labels, from box geometry alone.
+def pair_strength(a: Detection, b: Detection) -> float:
+    """How much a relation between two objects is worth saying: the smaller of their areas, weighted
+    by both scores (two large, sure objects first; a tiny or doubtful one ranks its pairs low)."""
+    return min(box_area(a.box), box_area(b.box)) * a.score * b.score
 
-    Rules (deterministic, in detection order, duplicates dropped):
+
+def spatial_phrases(detections: Sequence[Detection], width: int, max_phrases: int = 20) -> list[str]:
+    """Short relations between any two objects (same label included), strongest pairs first.
+
+    Rules (deterministic, duplicates dropped, at most ``max_phrases``):
 
     * ``A in B`` when at least 90 % of A's area lies inside the larger box B;
     * ``A left of B`` when the boxes overlap horizontally by at most 30 % of the narrower one
@@ -109,15 +115,16 @@ def spatial_phrases(detections: Sequence[Detection], width: int, max_phrases: in
     * ``A above B`` when they overlap vertically by at most 30 % of the shorter one and A's
       centre is higher.
 
-    Pairs with the same label are skipped ("person left of person" says nothing searchable).
+    Pairs are taken by :func:`pair_strength`, highest first, ties in detection order. Pairs with
+    the same label count too: with a person-only detector "person left of person" is the only
+    relation a frame can have.
     """
+    pairs = sorted(combinations(detections, 2), key=lambda ab: -pair_strength(*ab))
     phrases: list[str] = []
-    for a, b in combinations(detections, 2):
-        if a.label == b.label:
-            continue
+    for a, b in pairs:
         for phrase in _pair_phrases(a, b, width):
-            if phrase not in phrases:
-                phrases.append(phrase)
             if len(phrases) >= max_phrases:
                 return phrases
+            if phrase not in phrases:
+                phrases.append(phrase)
     return phrases

@@ -9,8 +9,9 @@ of one input batch and returns, per frame, its rows grouped by the model that ma
 - object: up to ``detector.max_objects`` detector boxes, each crop through the same vision model;
 - grid: the whole frame and its ``grid x grid`` patches through the concept model, each labelled
   with the prompt of the bank it matches best;
-- text: distinct object labels, OCR reads, spatial phrases and the run's prompt classes that the
-  frame matches, through the text model (the vision model's text tower by default);
+- text: distinct object labels, OCR reads, spatial phrases, the run's prompt classes that the
+  frame matches and one scene summary (:mod:`models.summary`), through the text model (the vision
+  model's text tower by default);
 - face: face descriptors in their own identity space.
 
 Work is submitted frame by frame to every queue before anything waits, so the detector, the
@@ -37,6 +38,7 @@ from models.faces import Face
 from models.geometry import Box, Detection, grid_boxes, spatial_phrases
 from models.ocr import TextRead
 from models.remote.client import ProviderUnavailable
+from models.summary import SOURCE_DETECTIONS, scene_summary, summary_label
 from schemas.spaces import SpaceName
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class _Pending:
     face_scale: float = 1.0
     objects: list[tuple[Detection, Future[np.ndarray]]] = field(default_factory=list)
     texts: list[tuple[str, Box | None, float | None]] = field(default_factory=list)
+    summary: str | None = None
 
 
 class FramePipeline:
@@ -229,20 +232,26 @@ class FramePipeline:
                 p.objects = [(d, vision_q.submit(x)) for d, x in zip(keep, pixels, strict=True)]
 
     def _note_strings(self, p: _Pending) -> None:
-        """A frame's strings for the text space: object labels, OCR reads, spatial phrases."""
+        """A frame's strings for the text space: object labels, OCR reads, spatial phrases, and
+        the scene summary written from them (none for a frame where nothing was found or read)."""
         if "text" not in self.spaces:
             return
         detections = p.detections.result() if p.detections is not None else []
+        reads = p.reads.result() if p.reads is not None else []
+        phrases = spatial_phrases(detections, p.image.size[0], self.settings.text.max_phrases)
         for label in dict.fromkeys(d.label for d in detections):
             p.texts.append((label, None, None))
-        for read in p.reads.result() if p.reads is not None else []:
+        for read in reads:
             p.texts.append((read.text, read.box, read.score))
-        for phrase in spatial_phrases(detections, p.image.size[0], self.settings.text.max_phrases):
+        for phrase in phrases:
             p.texts.append((phrase, None, None))
+        p.summary = scene_summary([d.label for d in detections], phrases, [r.text for r in reads])
 
     def _embed_strings(self, pending: list[_Pending]) -> Texts:
         """Every string of the batch (texts and prompt classes), cached ones without a model call."""
-        wanted = dict.fromkeys(s for p in pending for s in [*(t for t, _, _ in p.texts), *p.prompts])
+        wanted = dict.fromkeys(
+            s for p in pending for s in [*(t for t, _, _ in p.texts), *p.prompts, *([p.summary] if p.summary else [])]
+        )
         text_q = self.text_q
         if not wanted or text_q is None:
             return {}
@@ -298,12 +307,13 @@ class FramePipeline:
         if p.prompts and scene is not None and self.models.text is None:
             rows += [(prompt, None, prob) for prompt, prob in _matching_prompts(p.prompts, texts, scene)]
         first = {string: (box, score) for string, box, score in reversed(rows)}  # the first of repeats wins
-        for i, string in enumerate(dict.fromkeys(string for string, _, _ in rows)):
+        strings = list(dict.fromkeys(string for string, _, _ in rows))
+        for i, string in enumerate(strings):
             box, score = first[string]
-            vector = texts[string]
-            if isinstance(vector, BaseException):
-                raise vector
-            out.add(model, Row("text", i, vector, box, string, score))
+            out.add(model, Row("text", i, _vector(texts, string), box, string, score))
+        if p.summary:  # the sentence's vector, under a label that says it is the summary and who wrote it
+            label = summary_label(p.summary, SOURCE_DETECTIONS)
+            out.add(model, Row("text", len(strings), _vector(texts, p.summary), None, label, None))
 
     @staticmethod
     def _flush(*queues: ModelQueue[Any, Any] | None) -> None:
@@ -312,13 +322,17 @@ class FramePipeline:
                 q.flush()
 
 
+def _vector(texts: Texts, string: str) -> np.ndarray:
+    """A string's vector; the model's failure on it fails the frame (see :meth:`FramePipeline._collect`)."""
+    vector = texts[string]
+    if isinstance(vector, BaseException):
+        raise vector
+    return vector
+
+
 def _matching_prompts(prompts: Sequence[str], texts: Texts, scene: np.ndarray) -> list[tuple[str, float]]:
     """The run's prompt classes a frame shows, by zero-shot probability over those prompts."""
-    vectors = [texts[p] for p in prompts]
-    for v in vectors:
-        if isinstance(v, BaseException):
-            raise v
-    matrix = np.stack(vectors).astype(np.float32)  # type: ignore[arg-type]
+    matrix = np.stack([_vector(texts, p) for p in prompts]).astype(np.float32)
     logits = 100.0 * (matrix @ scene.astype(np.float32))
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()

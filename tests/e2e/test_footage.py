@@ -165,12 +165,13 @@ def test_footage_segments_objects_faces_text_and_quiet_vs_busy(settings: Setting
         assert 0 <= x1 < x2 <= frames[key].width and 0 <= y1 < y2 <= frames[key].height
 
     # Quiet vs busy: the still yields little beyond its scene and grid vectors (18), the street many
-    # more. The shipped person detector does see a faint "person" in the coffee still now and then.
+    # more. The shipped person detector does see a faint "person" in the coffee still now and then
+    # (an object row, its label and the frame's summary "A person.": 21 at most).
     def per_frame(name: str, space: str | None = None) -> float:
         counts = [sum(1 for _, r in rs if space in (None, r.space)) for (m, _), rs in rows.items() if m == name]
         return float(np.mean(counts))
 
-    assert 18 <= per_frame("still") <= 20 and per_frame("street") > per_frame("still") + 3
+    assert 18 <= per_frame("still") <= 21 and per_frame("street") > per_frame("still") + 3
     assert per_frame("street", "object") >= 3 * max(per_frame("still", "object"), 1.0)
 
     # Faces and OCR, searched in the stores through the same models.
