@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from mediavec.settings import Settings
 from models.pull import HubModel, LocalModel, PullError
 
 PROG = "mediavec models"
@@ -69,6 +70,11 @@ def _pull(args: argparse.Namespace) -> int:
 
     _quiet(args)
     settings = load_settings()
+    if _pulls_detector(settings, args.name):
+        if not _pull_detector(settings):
+            return 1
+        if args.name is not None:
+            return 0
     locals_ = {m.name: m for m in local_models(settings)}
     if args.name and args.name.lower() in locals_:
         local = locals_[args.name.lower()]
@@ -83,6 +89,31 @@ def _pull(args: argparse.Namespace) -> int:
     if args.name is None:
         print(f"{', '.join(locals_)}: weights ship inside packages, nothing to pull (see `{PROG} list`)")
     return 1 if failed else 0
+
+
+def _pulls_detector(settings: Settings, name: str | None) -> bool:
+    """Whether this pull takes the detector: an open-vocabulary checkpoint named by file is configured."""
+    from models.detector_weights import hub_file
+
+    return hub_file(settings.detector) is not None and (name is None or name.lower() == "detector")
+
+
+def _pull_detector(settings: Settings) -> bool:
+    """Pull the configured detector checkpoint into the hub cache; False when it failed (one line on stderr)."""
+    from models.detector_weights import DetectorPullError, hub_file, pull_detector
+
+    found = hub_file(settings.detector)
+    assert found is not None
+    repo_id, filename = found
+    print(f"detector: {filename} from {repo_id}", flush=True)
+    try:
+        path = pull_detector(settings)
+    except (DetectorPullError, OSError) as exc:
+        print(f"{PROG} pull: {exc}", file=sys.stderr)  # it names the detector
+        return False
+    print(f"detector: loads; the product finds it at {path}")
+    print("detector: licence: AGPL-3.0 (an ultralytics model)")
+    return True
 
 
 def _pull_one(model: HubModel) -> bool:
@@ -119,5 +150,9 @@ def add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "pull",
         help="download the open_clip weights into the Hugging Face hub cache (HF_ENDPOINT, HF_TOKEN), check them",
     )
-    pl.add_argument("name", nargs="?", help="vision, concept or an arch (e.g. MobileCLIP2-S0); default: all")
+    pl.add_argument(
+        "name",
+        nargs="?",
+        help="vision, concept, detector (an open-vocabulary checkpoint) or an arch (e.g. MobileCLIP2-S0); default: all",
+    )
     pl.set_defaults(func=_pull)

