@@ -1,4 +1,4 @@
-"""Real footage through fetch -> embed (every space) -> sink-qdrant, as separate worker processes.
+"""Real footage through fetch -> embed (every space) -> the three sinks, as separate worker processes.
 
 - vtest.avi (a street with pedestrians), 12 s re-encoded to H.264 and published as 5 s video
   segments at 1 fps: every segment yields exactly the frames its sampling implies, and the
@@ -6,7 +6,10 @@
 - a quiet clip (a still, empty scene) yields far fewer vectors per frame than the busy street;
 - face-api's group photos as images: a query with one person's face (cut out and enlarged, so
   not the stored pixels) finds the photo with that person ahead of the others;
-- a frame with rendered text is found by a text query for that text (OCR -> text space).
+- a frame with rendered text is found by a text query for that text (OCR -> text space);
+- every store (Qdrant, the encrypted index, PostgreSQL) holds each published point once, per frame
+  with its timestamp and space, one scene row and one thumbnail per frame in PostgreSQL, and every
+  video frame's scene vector is the vision model's own output for that frame (footage_stores.py).
 
 CLIP-family weights are random (none exist offline); the detector, faces and OCR are real.
 """
@@ -34,9 +37,11 @@ from mediavec.settings import Settings
 from models.settings import ConceptSettings
 from schemas import MediaRequest, decode_frame, decode_vector_batch
 from schemas.spaces import ALL_SPACES
+from stores.encindex.keys import generate_key, write_key_file
 from streams.admin import ensure_topics
 from streams.kafka import group_id
 from streams.topics import topics
+from tests.e2e import footage_stores
 from tests.kafkautil import group_caught_up, read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -98,6 +103,8 @@ def _wait_all(settings: Settings) -> None:
         ("fetch", t.requests, False),
         ("embed", t.frames, True),
         ("sink-qdrant", t.vectors, False),
+        ("sink-postgres", t.vectors, False),
+        ("sink-encrypted", t.vectors, False),
     ):
         group = group_id(settings, stage)
         wait_for(functools.partial(group_caught_up, settings, group, topic.name, transactional=txn), 600, stage)
@@ -120,15 +127,19 @@ def test_footage_segments_objects_faces_text_and_quiet_vs_busy(settings: Setting
         shutil.copy(p, media / p.name)
     _sign(media / "sign.jpg")
     images = [p.name for p in photos] + ["sign.jpg"]
+    key_file = tmp_path / "index.key"  # the encrypted index's key
+    write_key_file(key_file, generate_key())
     settings = settings.model_copy(
         update={
+            "encindex": settings.encindex.model_copy(update={"key_file": key_file}),
             "embed": EmbedSettings(spaces=ALL_SPACES, frames_per_batch=8),
             "concept": ConceptSettings(allow_random_weights=True),
             "fetch": settings.fetch.model_copy(update={"allow_paths": (str(media),), "max_side": 640}),
         }
     )
     ensure_topics(settings)
-    workers = LocalWorkers(settings, tmp_path / "logs", "footage").start(["fetch", "embed", "sink-qdrant"])
+    sinks = ["sink-qdrant", "sink-postgres", "sink-encrypted"]
+    workers = LocalWorkers(settings, tmp_path / "logs", "footage").start(["fetch", "embed", *sinks])
     try:
         with MediaServer(media) as server:
             publish(settings, _requests({"street": busy, "still": quiet}, server, images), show_progress=False)
@@ -142,10 +153,17 @@ def test_footage_segments_objects_faces_text_and_quiet_vs_busy(settings: Setting
         for f in map(decode_frame, (m.value for m in read_topic(settings, topics(settings).frames.name)))
     }
     rows = defaultdict(list)
-    for m in read_topic(settings, topics(settings).vectors.name):
-        batch = decode_vector_batch(m.value)
+    batches = [decode_vector_batch(m.value) for m in read_topic(settings, topics(settings).vectors.name)]
+    for batch in batches:
         for row in batch.rows:
             rows[row.media_id, row.frame_index].append((batch.model, row))
+
+    # Every store, per frame: ids, timestamps, spaces, vectors; PostgreSQL one scene row per frame.
+    points = footage_stores.published(batches)
+    footage_stores.assert_qdrant(settings, points)
+    footage_stores.assert_encrypted(settings, points)
+    footage_stores.assert_postgres(settings, points, frames)
+    assert footage_stores.assert_scene_is_the_models_output(settings, points, frames, {"street", "still"}) == 2 * 12
 
     # Segments: exactly the frames the sampling implies, tiling the clip on one grid.
     for name in ("street", "still"):
