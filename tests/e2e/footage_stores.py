@@ -7,6 +7,7 @@ Used by tests/e2e/test_footage.py after its five worker processes have drained.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections import defaultdict
 from collections.abc import Iterable
@@ -18,6 +19,9 @@ from PIL import Image
 from mediavec.settings import Settings
 from schemas import Frame, VectorBatch
 from schemas.collections import collection_for
+from streams.kafka import group_id
+from streams.topics import topics
+from tests.kafkautil import group_caught_up, wait_for
 
 MIN_COSINE = 0.999
 
@@ -32,6 +36,21 @@ class Published:
     frame_index: int
     timestamp_s: float
     vector: np.ndarray
+
+
+def wait_all_stages(settings: Settings, timeout_s: float = 600) -> None:
+    """Until every stage's group has consumed its input (fetch, embed, the three sinks)."""
+    t = topics(settings)
+    # embed reads frames written in fetch's transactions: its committed offsets stop at the markers.
+    for stage, topic, txn in (
+        ("fetch", t.requests, False),
+        ("embed", t.frames, True),
+        ("sink-qdrant", t.vectors, False),
+        ("sink-postgres", t.vectors, False),
+        ("sink-encrypted", t.vectors, False),
+    ):
+        group = group_id(settings, stage)
+        wait_for(functools.partial(group_caught_up, settings, group, topic.name, transactional=txn), timeout_s, stage)
 
 
 def published(batches: Iterable[VectorBatch]) -> dict[str, Published]:

@@ -16,7 +16,6 @@ CLIP-family weights are random (none exist offline); the detector, faces and OCR
 
 from __future__ import annotations
 
-import functools
 import shutil
 import time
 from collections import defaultdict
@@ -39,10 +38,9 @@ from schemas import MediaRequest, decode_frame, decode_vector_batch
 from schemas.spaces import ALL_SPACES
 from stores.encindex.keys import generate_key, write_key_file
 from streams.admin import ensure_topics
-from streams.kafka import group_id
 from streams.topics import topics
 from tests.e2e import footage_stores
-from tests.kafkautil import group_caught_up, read_topic, wait_for
+from tests.kafkautil import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -96,20 +94,6 @@ def _requests(clips: dict[str, Path], server: MediaServer, images: list[str]) ->
     return reqs
 
 
-def _wait_all(settings: Settings) -> None:
-    t = topics(settings)
-    # embed reads frames written in fetch's transactions: its committed offsets stop at the markers.
-    for stage, topic, txn in (
-        ("fetch", t.requests, False),
-        ("embed", t.frames, True),
-        ("sink-qdrant", t.vectors, False),
-        ("sink-postgres", t.vectors, False),
-        ("sink-encrypted", t.vectors, False),
-    ):
-        group = group_id(settings, stage)
-        wait_for(functools.partial(group_caught_up, settings, group, topic.name, transactional=txn), 600, stage)
-
-
 def test_footage_segments_objects_faces_text_and_quiet_vs_busy(settings: Settings, tmp_path: Path) -> None:
     media = tmp_path / "media"
     media.mkdir()
@@ -143,7 +127,7 @@ def test_footage_segments_objects_faces_text_and_quiet_vs_busy(settings: Setting
     try:
         with MediaServer(media) as server:
             publish(settings, _requests({"street": busy, "still": quiet}, server, images), show_progress=False)
-            _wait_all(settings)
+            footage_stores.wait_all_stages(settings)
     finally:
         workers.stop()
 

@@ -33,26 +33,17 @@ from models.settings import DetectorSettings, ModelSettings, TextSettings
 from models.summary import parse_summary_label
 from schemas.models import Frame, VectorBatch
 from tests.hfhub import StandInHub
+from tests.openvocab import CHECKPOINT, world_checkpoint
 from tests.unit.test_embed_stage import ULTRALYTICS_ASSETS, frame_record, jpeg_of, make_frame
 
 RUN_A = ("red bus", "street lamp")
 RUN_B = ("football player", "necktie")
 SPACES = ("scene", "object", "text")
-CHECKPOINT = "yolov8n-worldv2.pt"
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """YOLO-World v2 (scale n) from ultralytics' own YAML, seeded random weights, saved as ultralytics saves it."""
-    import torch
-    from ultralytics.nn.tasks import WorldModel
-
-    torch.manual_seed(4)  # a seed whose random boxes are not all degenerate on these photos
-    model = WorldModel("yolov8n-worldv2.yaml", nc=80, verbose=False)
-    model.names = {i: f"class{i}" for i in range(80)}
-    path = tmp_path_factory.mktemp("models") / CHECKPOINT
-    torch.save({"model": model, "train_args": {}}, path)
-    return path
+    return world_checkpoint(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
