@@ -186,13 +186,17 @@ def _decode_record(
 
 def scaled_decode_sides(settings: ConsumerSettings, models: EmbedModels) -> tuple[int, int]:
     """The smallest (short, long) sides a frame may be decoded at: (0, 0), full size, unless only the
-    local scene model reads the image (its input side, the short side it resizes to) besides the
-    thumbnail (its side, the long side)."""
+    local scene model reads the image besides the thumbnail (its side, the long side).
+
+    The short side stays at least twice the model's input side (the side it resizes the short side
+    to), so its antialiased resize still sees 2x the pixels: the vectors match those of the full
+    decode at cosine >= 0.9999 (at 1x they fell to 0.997 on some photos).
+    """
     vision = models.vision
     side = getattr(vision, "input_side", 0)
     if set(settings.embed.spaces) != {"scene"} or models.remote is not None or not side:
         return (0, 0)
-    return (int(side), settings.embed.thumbnail_side)
+    return (2 * int(side), settings.embed.thumbnail_side)
 
 
 class EmbedStage:

@@ -266,7 +266,7 @@ def test_scene_only_frames_decode_at_the_smallest_scale_the_model_and_thumbnail_
     embedder: ClipEmbedder, frames: list[Frame]
 ) -> None:
     scene_only = Settings(model=RANDOM, embed=EmbedSettings(spaces=("scene",)))
-    assert scaled_decode_sides(scene_only, EmbedModels(vision=embedder)) == (224, 128)
+    assert scaled_decode_sides(scene_only, EmbedModels(vision=embedder)) == (448, 128)  # twice the input side
     every = Settings(model=RANDOM, embed=EmbedSettings(spaces=("scene", "object")))
     assert scaled_decode_sides(every, EmbedModels(vision=embedder)) == (0, 0)  # crops want every pixel
     zidane = frames[4].jpeg  # 1280x720: libjpeg can halve it and still give 224 px on the short side
