@@ -78,7 +78,7 @@ def decode_image(data: bytes, settings: FetchSettings) -> DecodedImage:
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Identify the format and read the header only; refuse pixel bombs before decoding."""
     try:
-        im = _identify(data)
+        im = identify(data)
     except Image.DecompressionBombError as exc:
         raise DecodeError("pixel_bomb", f"header claims too many pixels ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
@@ -95,7 +95,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return im
 
 
-def _identify(data: bytes) -> Image.Image | None:
+def identify(data: bytes) -> Image.Image | None:
     """What ``Image.open(fp, formats=FORMATS)`` does, through Pillow's plugin registry.
 
     ``PIL.Image.open`` itself is not called because libraries replace it: importing ultralytics

@@ -24,7 +24,6 @@ it answers again. No Kafka here.
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import math
 from collections.abc import Sequence
@@ -41,8 +40,10 @@ from consumers.embed.provider_report import ProviderReporter
 from consumers.embed.thumbnail import FrameView, frame_view
 from consumers.registry import EMBED
 from consumers.settings import ConsumerSettings
+from media.decode import identify
 from models.bundle import EmbedModels, stored
 from models.remote.client import ItemRefused, ProviderUnavailable
+from schemas.limits import MAX_FRAME_SIDE
 from schemas.models import Frame, VectorBatch, VectorRow
 from streams.memory import HeapTrimmer
 from streams.stage import Failure, InputRecord, OutputRecord, Result, RetryBatch, StageUnavailable, TopicKey
@@ -67,8 +68,12 @@ def decode_scaled(jpeg: bytes, min_sides: tuple[int, int] = (0, 0)) -> tuple[Ima
     resize) when the result still has a short side of at least ``min_sides[0]`` and a long side of
     at least ``min_sides[1]``; (0, 0) decodes at full size.
     """
-    image = Image.open(io.BytesIO(jpeg))  # in memory: nothing to close
+    image = identify(jpeg)  # not Image.open: ultralytics patches it to pip-install a HEIF plugin
+    if image is None:
+        raise ValueError("the frame's bytes are not an image")
     size = image.size
+    if max(size) > MAX_FRAME_SIDE:  # checked before any pixel is decoded: no frame is a pixel bomb
+        raise ValueError(f"the frame claims {size[0]}x{size[1]} pixels, over {MAX_FRAME_SIDE} on a side")
     if image.format == "JPEG" and min(size) > 0:
         scale = max(min_sides[0] / min(size), min_sides[1] / max(size))
         if 0 < scale < 1:

@@ -277,3 +277,16 @@ def test_scene_only_frames_decode_at_the_smallest_scale_the_model_and_thumbnail_
     png = io.BytesIO()
     Image.open(PHOTOS[0]).save(png, "PNG")
     assert decode_scaled(png.getvalue(), (32, 32))[0].size == (512, 512)  # only JPEG has draft mode
+
+
+def test_frame_bytes_are_identified_without_pil_open_and_checked_before_decoding() -> None:
+    """ultralytics (imported here, as the embed worker does for its detector) patches PIL.Image.open to
+    pip-install a HEIF plugin for unidentified bytes; a frame is never opened through it."""
+    import ultralytics  # noqa: F401
+
+    with pytest.raises(ValueError, match="not an image"):
+        decode_image(b"not a jpeg")
+    wide = io.BytesIO()
+    Image.new("RGB", (8193, 1)).save(wide, "JPEG")
+    with pytest.raises(ValueError, match="over 8192 on a side"):
+        decode_image(wide.getvalue())
