@@ -365,23 +365,29 @@ def _server_line(us: float) -> str:
     )
 
 
+def _sink_names(text: str) -> list[str]:
+    names = text.split(",")
+    unknown = [n for n in names if n not in SINKS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"no such sink {', '.join(unknown)} (sinks: {', '.join(SINKS)})")
+    return names
+
+
 def main() -> None:
     from devstack import stack
     from devstack.settings import load_dev_settings
     from loadtest.bench_postgres import scratch_database
-    from loadtest.report import write_section
+    from loadtest.report import positive_int, positive_ints, write_section
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--polls", type=int, default=48, help="timed polls per run, shared by its workers (x3 for postgres)"
+        "--polls", type=positive_int, default=48, help="timed polls per run, shared by its workers (x3 for postgres)"
     )
-    ap.add_argument("--batch", type=int, default=128, help="vector batch records per poll")
-    ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--partitions", type=int, default=16, help="of the vectors topic (its default)")
-    ap.add_argument(
-        "--workers", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 1,2,4 (default: up to 2x cores)"
-    )
-    ap.add_argument("--sinks", type=lambda s: s.split(","), default=list(SINKS))
+    ap.add_argument("--batch", type=positive_int, default=128, help="vector batch records per poll")
+    ap.add_argument("--dim", type=positive_int, default=512)
+    ap.add_argument("--partitions", type=positive_int, default=16, help="of the vectors topic (its default)")
+    ap.add_argument("--workers", type=positive_ints, help="e.g. 1,2,4 (default: up to 2x cores)")
+    ap.add_argument("--sinks", type=_sink_names, default=list(SINKS), help=f"comma-separated, of {','.join(SINKS)}")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -44,6 +44,7 @@ from PIL import Image
 
 from loadtest.gpu_device import Utilisation, device_name, peak_fp16_flops
 from loadtest.gpu_footage import Batch, batches, busy_boxes, load_footage, make_frames, photo_paths, save_footage
+from loadtest.report import frame_size, positive_float, positive_int
 from models.geometry import Box
 
 logger = logging.getLogger(__name__)
@@ -313,23 +314,23 @@ def table(command: str, job: Job, workers: int, boxes_what: str, info: dict[str,
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=None, help="timed seconds a footage (CUDA 20, CPU 3)")
-    ap.add_argument("--workers", type=int, default=None, help="processes sharing the device (CUDA 4, CPU 1)")
+    ap.add_argument("--seconds", type=positive_float, default=None, help="timed seconds a footage (CUDA 20, CPU 3)")
+    ap.add_argument("--workers", type=positive_int, default=None, help="processes sharing the device (CUDA 4, CPU 1)")
     ap.add_argument("--arch", default="ViT-B-32")
     ap.add_argument("--pretrained", default="openai", help="weights tag; random weights when none are found")
     ap.add_argument("--model-dir", type=Path, default=None, help="checkpoints, as MEDIAVEC_MODEL__MODEL_DIR")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--compile", default=None, help="none, default, reduce-overhead (CUDA graphs), max-autotune")
-    ap.add_argument("--batch", type=int, default=None, help="rows a model call (CUDA 256, CPU 32)")
-    ap.add_argument("--objects", type=int, default=24, help="boxes a busy frame")
-    ap.add_argument("--distinct", type=int, default=None, help="distinct frames (CUDA 32, CPU 4)")
-    ap.add_argument("--frame-size", default="1024x576")
+    ap.add_argument("--batch", type=positive_int, default=None, help="rows a model call (CUDA 256, CPU 32)")
+    ap.add_argument("--objects", type=positive_int, default=24, help="boxes a busy frame")
+    ap.add_argument("--distinct", type=positive_int, default=None, help="distinct frames (CUDA 32, CPU 4)")
+    ap.add_argument("--frame-size", type=frame_size, default=(1024, 576), help="WIDTHxHEIGHT")
     ap.add_argument("--boxes", choices=("auto", "detector", "generated"), default="auto")
     ap.add_argument("--photos", type=Path, default=None, help="a folder of photos (default: the sample photos)")
     ap.add_argument("--save-footage", type=Path, default=None, help="write the frames and boxes there and stop")
     ap.add_argument("--footage", type=Path, default=None, help="frames and boxes from --save-footage (to carry)")
-    ap.add_argument("--check-frames", type=int, default=None, help="busy frames checked against the PIL path")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads a worker (CPU)")
+    ap.add_argument("--check-frames", type=positive_int, default=None, help="busy frames checked against the PIL path")
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch threads a worker (CPU)")
     ap.add_argument("--write", action="store_true", help="write the 'GPU check' section of BENCHMARKS.md")
     return ap.parse_args(argv)
 
@@ -356,7 +357,7 @@ def build_footage(args: argparse.Namespace, cuda: bool) -> tuple[list[bytes], li
     photos = photo_paths(args.photos)
     if not photos:
         raise SystemExit("no photos: install scikit-image and ultralytics (their sample photos) or pass --photos DIR")
-    width, height = (int(v) for v in args.frame_size.split("x"))
+    width, height = args.frame_size
     frames = make_frames(photos, args.distinct or (32 if cuda else 4), (width, height))
     boxes, boxes_what = busy_boxes(frames, args.objects, args.boxes, args.device)
     return frames, boxes, boxes_what
@@ -369,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     if args.footage is not None:
+        if not (args.footage / "boxes.json").is_file():
+            print(f"error: {args.footage} holds no footage (make it with --save-footage)", file=sys.stderr)
+            return 2
         frames, boxes, boxes_what = load_footage(args.footage)
     else:
         frames, boxes, boxes_what = build_footage(args, cuda)

@@ -34,7 +34,7 @@ from consumers.registry import EMBED, FETCH
 from loadtest.bench_embed import make_frames
 from loadtest.load.harness import media_server, prepare_media
 from loadtest.load.publisher import MediaSet
-from loadtest.report import machine, write_section
+from loadtest.report import machine, positive_int, write_section
 from loadtest.scaling import FRAME_POOL, Plan, Run, measure_embed, measure_fetch, own_broker, run_settings
 from mediavec.settings import load_settings
 
@@ -225,8 +225,8 @@ def section(profiles: list[Profile], command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stages", nargs="+", choices=(FETCH.name, EMBED.name), default=[FETCH.name, EMBED.name])
-    ap.add_argument("--media", type=int, default=3000, help="fetch: requests drained")
-    ap.add_argument("--frames", type=int, default=8000, help="embed: frames drained")
+    ap.add_argument("--media", type=positive_int, default=3000, help="fetch: requests drained")
+    ap.add_argument("--frames", type=positive_int, default=8000, help="embed: frames drained")
     ap.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks here")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args(argv)

@@ -1,7 +1,9 @@
-"""Write a benchmark's figures into its own section of BENCHMARKS.md, keeping the others."""
+"""Write a benchmark's figures into its own section of BENCHMARKS.md, keeping the others; the
+argument types the benchmarks share (a bad value is argparse's one usage line, not a traceback)."""
 
 from __future__ import annotations
 
+import argparse
 import platform
 import re
 import time
@@ -27,3 +29,38 @@ def write_section(key: str, body: str, path: Path = BENCHMARKS) -> None:
     pattern = re.compile(rf"<!-- {re.escape(key)} -->.*?<!-- /{re.escape(key)} -->", re.S)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
+    return value
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: comma-separated whole numbers, each at least 1 (``1,2,4``)."""
+    return [positive_int(part) for part in text.split(",")]
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """An argparse type: ``WIDTHxHEIGHT`` in pixels, each at least 1 (``1024x576``)."""
+    width, sep, height = text.lower().partition("x")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"not WIDTHxHEIGHT: {text!r}")
+    return positive_int(width), positive_int(height)
