@@ -61,7 +61,9 @@ def check_request_limits(doc: Mapping[str, Any], raw_size: int | None = None) ->
     depth = json_depth(dict(doc))
     if depth > MAX_JSON_DEPTH:
         raise SchemaError(f"media request nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}")
-    check_metadata(doc.get("metadata") or {})
+    metadata = doc.get("metadata")
+    if isinstance(metadata, dict):  # anything else is the schema's to refuse, with its message
+        check_metadata(metadata)
     options = doc.get("options") or {}
     if compact_size(options) > MAX_OPTIONS_BYTES:
         raise SchemaError(f"media request invalid at options: over the limit of {MAX_OPTIONS_BYTES} bytes")

@@ -73,6 +73,13 @@ def test_request_round_trip_and_defaults() -> None:
         ({"schema_version": 2, "media_id": "a", "kind": "image", "url": "http://x"}, "schema_version"),
         ({"schema_version": 1, "media_id": "a b", "kind": "image", "url": "http://x"}, "media_id"),
         ({"schema_version": 1, "media_id": "a", "kind": "image", "url": "http://x", "surprise": 1}, "surprise"),
+        # metadata that is not an object: the limits must leave it to the schema (it was a ValueError)
+        ({"schema_version": 1, "media_id": "a", "kind": "image", "url": "http://x", "metadata": "ab"}, "metadata"),
+        ({"schema_version": 1, "media_id": "a", "kind": "image", "url": "http://x", "metadata": ["ab"]}, "metadata"),
+        (
+            {"schema_version": 1, "media_id": "a", "kind": "image", "url": "http://x", "metadata": [["k", 1]]},
+            "metadata",
+        ),
     ],
 )
 def test_request_invalid_is_a_schema_error(doc: dict, where: str) -> None:
