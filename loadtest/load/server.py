@@ -34,7 +34,7 @@ from aiohttp import web
 
 from devstack.mediaserver import MediaServer, byte_range
 
-__all__ = ["DRIP_BPS", "FAILURES", "LoadMediaServer", "stamp_jpeg"]
+__all__ = ["DRIP_BPS", "FAILURES", "LoadMediaServer", "pacing", "stamp_jpeg"]
 
 FAILURES = ("error", "timeout", "truncated", "drip")
 DRIP_BPS = 2_000  # slow drip: a 100 kB photo would take 50 s
@@ -114,19 +114,30 @@ class LoadMediaServer(MediaServer):
         return resp
 
 
-async def _paced(resp: web.StreamResponse, body: bytes, bw: int) -> None:
-    """Write ``body`` at ``bw`` bytes/s (0: at once)."""
+def pacing(size: int, bw: int) -> list[tuple[int, int, float]]:
+    """The steps of a body of ``size`` bytes at ``bw`` bytes/s (0: at once): (first byte, end, when).
+
+    A step is written at the moment a link of ``bw`` would have carried its last byte, counted
+    from the first, so the body ends at ``size / bw`` and the response with it. (Writing a step
+    first and sleeping a whole step after it held every response, however small, at least 50 ms
+    after its last byte, and the next request on that keep-alive connection waited for it: that
+    slowed a client that reuses connections and no other.)
+    """
     if bw <= 0:
-        await resp.write(body)
-        return
-    loop = asyncio.get_running_loop()
+        return [(0, size, 0.0)] if size else []
     step = max(1, int(bw * STEP_S))
+    return [(lo, min(size, lo + step), min(size, lo + step) / bw) for lo in range(0, size, step)]
+
+
+async def _paced(resp: web.StreamResponse, body: bytes, bw: int) -> None:
+    """Write ``body`` as :func:`pacing` says."""
+    loop = asyncio.get_running_loop()
     start = loop.time()
-    for offset in range(0, len(body), step):
-        await resp.write(body[offset : offset + step])
-        wait = start + (offset + step) / bw - loop.time()
+    for lo, hi, at in pacing(len(body), bw):
+        wait = start + at - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
+        await resp.write(body[lo:hi])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from devstack.samples import find_sample_photos
-from loadtest.load.server import LoadMediaServer
+from loadtest.load.server import DRIP_BPS, LoadMediaServer, pacing
 from media.download import Downloader, FetchError
 from media.settings import FetchSettings
 
@@ -93,3 +93,13 @@ def test_stats_report_and_reset_the_peak_concurrency(server: LoadMediaServer) ->
     assert json.loads(_get(server.url("/_stats"))[1])["max_concurrent"] == 1  # itself
     asyncio.run(burst())
     assert json.loads(_get(server.url("/_stats"))[1])["max_concurrent"] == 5
+
+
+def test_bandwidth_delays_the_bytes_and_ends_with_the_last_one() -> None:
+    """Each step leaves when the link would have carried it; nothing waits after the last byte (a
+    keep-alive connection's next request would wait for it)."""
+    assert pacing(100_000, 8_000_000) == [(0, 100_000, 0.0125)]  # one step, sent at 12.5 ms, and done
+    assert pacing(1_000_000, 8_000_000) == [(0, 400_000, 0.05), (400_000, 800_000, 0.1), (800_000, 1_000_000, 0.125)]
+    assert pacing(5, 0) == [(0, 5, 0.0)] and pacing(0, 0) == [] and pacing(0, 1000) == []
+    drip = pacing(100_000, DRIP_BPS)
+    assert drip[-1] == (99_900, 100_000, 50.0) and len(drip) == 1000  # a 100 kB drip takes 50 s, 100 bytes a step
