@@ -9,6 +9,11 @@ its connection pool live on; decoding runs in a thread pool (Pillow and FFmpeg r
 while they decode, resize and encode). Dedup claims happen in ``finish``, in commit order. Video requests take the
 path of :mod:`consumers.fetch.video_fetch`: a segment's frames are one result, so the runner
 commits them in one transaction. ``file://`` URLs are read only under ``fetch.allow_paths``.
+
+An image's decode is chained to its download without a trip back through the loop: the
+download's future hands the bytes to the decode pool, and the decode thread sets the future the
+runner waits on. (Awaiting the decode on the loop woke the loop once more per image, and the
+loop thread is the one every download waits for.)
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from consumers.fetch.dedup import DUPLICATE, Duplicate, MemoryTable, SeenTable, claim, seen_before_download
@@ -95,7 +101,42 @@ class FetchStage:
             raise RuntimeError("FetchStage.start() was not called")
         if not runner.alive:
             raise RetryBatch("fetch event loop is not running")
-        return runner.submit(self._process_one(record))
+        done: concurrent.futures.Future[_Fetched] = concurrent.futures.Future()
+        runner.submit(self._process_one(record)).add_done_callback(lambda got: self._then_decode(got, done))
+        return done
+
+    def _then_decode(
+        self, got: concurrent.futures.Future[_Fetched | _Downloaded], done: concurrent.futures.Future[_Fetched]
+    ) -> None:
+        """Where ``got`` finished (the loop thread): downloaded bytes go to the decode pool, the rest on to ``done``."""
+        if got.cancelled():
+            done.cancel()
+            return
+        exc = got.exception()
+        if exc is not None:
+            done.set_exception(exc)
+            return
+        item = got.result()
+        if not isinstance(item, _Downloaded):
+            done.set_result(item)
+            return
+        try:
+            if self._executor is None:
+                raise RuntimeError("FetchStage.close() was called")
+            decoding = self._executor.submit(self._decode, item)
+        except RuntimeError as err:  # the pool is shut down: the stage is closing
+            done.set_exception(err)
+            return
+        decoding.add_done_callback(lambda d: _pass_on(d, done))
+
+    def _decode(self, item: _Downloaded) -> _Fetched:
+        req = item.req
+        try:
+            return req, decode_image(item.data, self.settings.fetch)
+        except DecodeError as exc:
+            return Failure(exc.error_class, exc.reason, media_id=req.media_id, details={"url": redact_url(req.url)})
+        except Exception as exc:  # a bug must not take the batch down; the DLQ keeps the input
+            return _internal_error(req, exc)
 
     def finish(self, done: Sequence[tuple[InputRecord, _Fetched]]) -> list[Result]:
         """Results for fetched requests, claimed in the order given: duplicates resolve deterministically."""
@@ -157,7 +198,7 @@ class FetchStage:
         self.outcomes[f"partial_{video.failure.error_class}"] += 1
         return [*video.frames, dead_letter(record, self.name, video.failure)]
 
-    async def _process_one(self, record: InputRecord) -> _Fetched:
+    async def _process_one(self, record: InputRecord) -> _Fetched | _Downloaded:
         # This task's log lines (downloads, guard decisions, errors) name the event they are about.
         key = record.key.decode("utf-8", errors="replace") if record.key else ""
         set_event(key, record.topic, record.partition, record.offset)
@@ -172,12 +213,11 @@ class FetchStage:
         if req.kind == "video":
             return await self._fetch_video(record, req)
         try:
-            image = await self._fetch_and_decode(req)
-        except (FetchError, DecodeError) as exc:
+            return _Downloaded(req, await self._download(req))
+        except FetchError as exc:
             return Failure(exc.error_class, exc.reason, media_id=req.media_id, details={"url": redact_url(req.url)})
         except Exception as exc:  # a bug must not take the batch down; the DLQ keeps the input
             return _internal_error(req, exc)
-        return req, image
 
     async def _fetch_video(self, record: InputRecord, req: MediaRequest) -> _Fetched:
         if self._video is None:
@@ -188,16 +228,33 @@ class FetchStage:
             return _internal_error(req, exc)
         return video if isinstance(video, Failure) else (record, video)
 
-    async def _fetch_and_decode(self, req: MediaRequest) -> DecodedImage:
+    async def _download(self, req: MediaRequest) -> bytes:
         if self._downloader is None or self._executor is None:
             raise RuntimeError("FetchStage.start() was not called")
-        loop = asyncio.get_running_loop()
         fetch = self.settings.fetch
         if is_file_url(req.url):
-            data = await loop.run_in_executor(self._executor, read_local, req.url, fetch.allow_paths, fetch.max_bytes)
-        else:
-            data = (await self._downloader.fetch(req.url)).data
-        return await loop.run_in_executor(self._executor, decode_image, data, fetch)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, read_local, req.url, fetch.allow_paths, fetch.max_bytes)
+        return (await self._downloader.fetch(req.url)).data
+
+
+@dataclass(frozen=True)
+class _Downloaded:
+    """An image's bytes, on their way from the loop to the decode pool."""
+
+    req: MediaRequest
+    data: bytes
+
+
+def _pass_on(source: concurrent.futures.Future[T], target: concurrent.futures.Future[T]) -> None:
+    if source.cancelled():  # the pool was shut down with it queued
+        target.cancel()
+        return
+    exc = source.exception()
+    if exc is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())
 
 
 def _outcome(result: Result) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -12,9 +14,11 @@ from urllib.parse import quote
 import pytest
 from PIL import Image
 
+import consumers.fetch.stage as fetch_stage
 from consumers.fetch.stage import FetchStage
 from devstack.mediaserver import Canary, MediaServer, write_pixel_bomb
 from devstack.samples import find_sample_photos
+from media.decode import DecodedImage
 from media.settings import FetchSettings
 from mediavec.settings import Settings
 from schemas.codec import decode_dead_letter, decode_frame, encode_request
@@ -203,3 +207,54 @@ def test_an_aborted_batch_takes_its_seen_writes_back(server: MediaServer, stage:
     stage.committed()
     again = stage.process([record(request("b", server.url("bus.jpg")), 1)])[0]
     assert skipped(again).details["duplicate_of"] == "a"
+
+
+def test_a_decoder_bug_fails_its_own_request_only(
+    server: MediaServer, stage: FetchStage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding runs on the pool, chained to the download: what it raises is that request's dead letter."""
+    real = fetch_stage.decode_image
+
+    def buggy(data: bytes, settings: FetchSettings) -> DecodedImage:
+        if data.startswith(b"\x89PNG"):
+            raise ZeroDivisionError("a bug")
+        return real(data, settings)
+
+    monkeypatch.setattr(fetch_stage, "decode_image", buggy)
+    results = stage.process(
+        [record(request("a", server.url("bus.jpg")), 0), record(request("b", server.url("coffee.png")), 1)]
+    )
+    assert isinstance(results[0], list) and [r.topic for r in results[0]] == ["frames", "seen", "seen"]
+    failure = results[1]
+    assert isinstance(failure, Failure) and failure.error_class == "fetch_internal_error"
+    assert failure.reason == "unexpected ZeroDivisionError" and failure.media_id == "b"
+
+
+def test_closing_with_decodes_queued_answers_every_submitted_request(
+    server: MediaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decode the closing pool never started still ends its future (cancelled): no runner waits for ever."""
+    started, release = threading.Semaphore(0), threading.Event()
+    real = fetch_stage.decode_image
+
+    def slow(data: bytes, settings: FetchSettings) -> DecodedImage:
+        started.release()
+        release.wait(10)
+        return real(data, settings)
+
+    monkeypatch.setattr(fetch_stage, "decode_image", slow)
+    fetch = FetchSettings(allow_cidrs=("127.0.0.1/32",), decode_workers=1)
+    stage = FetchStage(Settings(fetch=fetch))
+    stage.start()
+    futures = [stage.submit(record(request(f"m{i}", server.url("bus.jpg"), reprocess=True), i)) for i in range(3)]
+    assert started.acquire(timeout=10)  # one decode runs, the others wait in the pool's queue
+    closing = threading.Thread(target=stage.close)
+    closing.start()
+    release.set()
+    closing.join(20)
+    assert not closing.is_alive()
+    concurrent.futures.wait(futures, timeout=10)
+    assert all(f.done() for f in futures)
+    assert isinstance(futures[0].result(), tuple)  # the running decode finished
+    for f in futures[1:]:  # cancelled in the pool's queue or on the loop, or refused by the closed pool
+        assert f.cancelled() or isinstance(f.exception(), RuntimeError)
