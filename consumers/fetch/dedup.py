@@ -40,7 +40,9 @@ class SeenTable(Protocol):
 
     def get(self, key: str) -> dict[str, Any] | None: ...
 
-    def put_local(self, key: str, value: dict[str, Any]) -> None: ...
+    def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]: ...
+
+    def put_many_local(self, items: list[tuple[str, dict[str, Any]]]) -> None: ...
 
     def restore_local(self, key: str, previous: dict[str, Any] | None) -> None: ...
 
@@ -128,7 +130,8 @@ def claim(
     keys = {"URL": url_key(req)}
     if content_sha256 is not None:
         keys["content"] = content_key(req.collection, content_sha256)
-    previous = {key: table.get(key) for key in keys.values()}  # read once: the check and the undo both need it
+    # read once, together: the check and the undo both need them
+    previous = dict(zip(keys.values(), table.get_many(list(keys.values())), strict=True))
     if not req.reprocess:
         for what, key in keys.items():
             prev = previous[key]
@@ -137,12 +140,10 @@ def claim(
     if not remember:
         return []
     value = {"media_id": req.media_id, "at": time.time()}
-    out = []
-    for key in keys.values():
-        undo.append((key, previous[key]))
-        table.put_local(key, value)
-        out.append(OutputRecord("seen", key.encode(), json.dumps(value, separators=(",", ":")).encode()))
-    return out
+    undo.extend((key, previous[key]) for key in keys.values())
+    table.put_many_local([(key, value) for key in keys.values()])
+    packed = json.dumps(value, separators=(",", ":")).encode()
+    return [OutputRecord("seen", key.encode(), packed) for key in keys.values()]
 
 
 def _duplicate(req: MediaRequest, prev: dict[str, Any], what: str) -> Duplicate:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from consumers.fetch.dedup import table_file
 from mediavec.settings import Settings
-from streams.kvtable import LocalTable, remove_orphans
+from streams.kvtable import KeyFilter, LocalTable, _digest, remove_orphans
 
 
 @pytest.fixture(params=["memory", "disk"])
@@ -113,4 +114,32 @@ def test_on_disk_python_memory_does_not_grow_with_keys(tmp_path: Path) -> None:
     per_key = _traced_per_key(table, 20_000)
     assert per_key < 5, per_key  # SQLite's page cache is not Python's and is capped at 8 MiB
     assert len(table) == 20_000
+    table.close()
+
+
+def test_the_key_filter_never_forgets_a_key_and_rarely_claims_one() -> None:
+    keys = [_digest(f"c|url|{i}") for i in range(40_000)]
+    filt = KeyFilter(first_capacity=1_000)  # so 40,000 keys take several layers
+    for k in keys:
+        filt.add(k)
+    assert all(k in filt for k in keys)  # no false negatives, ever: the table trusts "not in"
+    strangers = [_digest(f"c|sha256|{i}") for i in range(40_000)]
+    false_positives = sum(k in filt for k in strangers) / len(strangers)
+    assert false_positives < 0.03, false_positives  # about 0.3 % a layer, six layers here
+
+
+def test_on_disk_a_key_never_written_is_answered_without_the_lock_or_a_query(tmp_path: Path) -> None:
+    """Most lookups are of new media: they must not wait for the changelog follower's writes."""
+    table = LocalTable(tmp_path / "seen.sqlite")
+    table.put_many_local([("c|url|a", {"media_id": "m1"}), ("c|sha256|b", {"media_id": "m1"})])
+    assert table.get_many(["c|url|a", "c|url|new", "c|sha256|b"]) == [{"media_id": "m1"}, None, {"media_id": "m1"}]
+    answers: list[object] = []
+    with table._lock:  # a writer holds the table
+        reader = threading.Thread(target=lambda: answers.append(table.get_many(["c|url|new", "c|sha256|new"])))
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "a key never written waited for the lock"
+    assert answers == [[None, None]]
+    table.restore_local("c|url|a", None)  # deleted: the filter still says "maybe", the store says no
+    assert table.get("c|url|a") is None and table.get("c|sha256|b") == {"media_id": "m1"}
     table.close()
