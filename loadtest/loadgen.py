@@ -8,7 +8,7 @@ checked against the environment's budgets (loadtest/budgets/<environment>.json).
     .venv/bin/python -m loadtest.loadgen run --budget cpu-2core --fast      # capacity: a closed loop
     .venv/bin/python -m loadtest.loadgen soak --budget cpu-2core            # 30 minutes; memory and lag flat?
     .venv/bin/python -m loadtest.loadgen soak --from-json report.json       # render a saved soak (--json) again
-    .venv/bin/python -m loadtest.loadgen compare --media 1000 --concurrency 32   # fetch stage vs img2dataset
+    .venv/bin/python -m loadtest.loadgen compare --media 5000 --concurrency 32   # fetch stage vs img2dataset
 
 Each command writes its section of BENCHMARKS.md (``--no-write`` to skip) and exits 1 when a
 budget is violated. With ``--json``, a run also saves a partial report there every
@@ -37,7 +37,7 @@ from loadtest.load.profile import LoadProfile
 from loadtest.load.render import run_markdown, soak_markdown
 from loadtest.load.soak import plot, trends
 from loadtest.load.summary import LoadReport
-from loadtest.report import machine, write_section
+from loadtest.report import machine, positive_int, write_section
 
 logger = logging.getLogger(__name__)
 DEFAULT_PLOT = REPO / "loadtest" / "results" / "soak.png"
@@ -117,33 +117,62 @@ def cmd_compare(args: argparse.Namespace, budget: BudgetFile, work: Path) -> int
         stack.up(base)
     settings = load_settings_for(base, work / "data", budget.loads["run"])
     result = compare(
-        settings, budget.loads["run"], args.media, args.concurrency, args.processes, work, args.fetch_workers
+        settings,
+        budget.loads["run"],
+        args.media,
+        args.concurrency,
+        args.processes,
+        work,
+        tuple(dict.fromkeys(args.fetch_workers)),
+        args.rounds,
     )
     return _finish(args, "loadgen_compare", compare_markdown(result), [])
 
 
 def compare_markdown(r: PeerResult) -> str:
+    head = "| round | " + " | ".join(f"fetch stage, {_workers(r, w)}: media/s" for w in r.fetch_workers)
+    head += " | img2dataset: media/s | img2dataset by wall clock | " + " | ".join(
+        f"ratio, {_workers(r, w)}" for w in r.fetch_workers
+    )
+    rows = "".join(
+        f"| {i} | "
+        + " | ".join(f"{f.per_s:.1f} ({f.ok:,} in {f.seconds:.1f} s, {f.max_concurrent} at once)" for f in x.fetch)
+        + f" | {x.i2d_per_s:.1f} ({x.i2d_ok:,} in {x.i2d_window_s:.1f} s, {x.i2d_max_concurrent} at once) | "
+        + f"{x.i2d_ok / x.i2d_wall_s:.1f} | "
+        + " | ".join(f"{x.ratio(w):.2f}x" for w in r.fetch_workers)
+        + " |\n"
+        for i, x in enumerate(r.rounds, 1)
+    )
+    ratios = "; ".join(
+        f"{_workers(r, w)}: **{r.ratio(w):.2f}x** ({r.fetch_per_s(w):.1f} media/s)" for w in r.fetch_workers
+    )
     return (
         "## Fetch stage vs img2dataset (issue 5)\n\n"
-        f"`{_command()}` on {machine()}: the same {r.media:,} URLs on the same loopback load server (the "
-        "budget's latency and bandwidth, no planned failures), download + resize to 1024 px (long side), "
-        f"JPEG q90, at concurrency {r.concurrency}.\n\n"
-        "| tool | media ok | seconds | media/s | server's max concurrent |\n| --- | ---: | ---: | ---: | ---: |\n"
-        f"| mediavec fetch stage ({_workers(r)}, through Kafka, warm) | {r.fetch_ok:,} | {r.fetch_s:.1f} | "
-        f"{r.fetch_per_s:.1f} | {r.fetch_max_concurrent} |\n"
-        f"| img2dataset {r.i2d_version} ({r.i2d_processes} processes x {r.i2d_threads} threads) | {r.i2d_ok:,} | "
-        f"{r.i2d_window_s:.1f} | {r.i2d_per_s:.1f} | {r.i2d_max_concurrent} |\n\n"
-        f"Ratio fetch / img2dataset: **{r.ratio:.2f}x** (img2dataset timed by its shard stats, first start to "
-        f"last end; by wall clock, its start-up included, {r.i2d_wall_s:.1f} s, "
-        f"{r.i2d_ok / r.i2d_wall_s:.1f} media/s). The fetch stage is timed from the first publish to the last frame "
-        "committed to the frames topic.\n"
+        f"`{_command()}` on {machine()}: the same {r.media:,} planned media (file, server delay, bandwidth; no "
+        "planned failures) from the same loopback load server, downloaded and resized to 1024 px (long side), "
+        f"JPEG q90, at concurrency {r.concurrency} in all, in {len(r.rounds)} round{'s' if len(r.rounds) > 1 else ''}. "
+        "In each round the fetch stage "
+        "runs first, then img2dataset, each on URLs of its own (the fetch stage skips a URL it has seen).\n\n"
+        "- mediavec: the fetch stage through Kafka, its workers warm, timed from the first publish to the first "
+        "look (every 50 ms) at which the fetch group has committed every request (a request commits with its "
+        "frame).\n"
+        f"- img2dataset {r.i2d_version} ({r.i2d_processes} processes x {r.i2d_threads} threads), timed by its "
+        "shard stats (first start to last end); by wall clock, its start-up included, in its own column.\n"
+        "- In brackets: media done, seconds, and the most requests the server saw at once.\n"
+        "- The load server sends a body's bytes when its bandwidth would have carried them and ends the response "
+        "with the last one. Before 2026-12-07 it held every response 50 ms after its last byte, which delayed "
+        "the next request on a kept-alive connection: it slowed the fetch stage, which reuses connections, "
+        "and not img2dataset, which does not (the 0.55x and 0.83x measured before were under it).\n\n"
+        f"{head} |\n| ---: |" + " ---: |" * (2 * len(r.fetch_workers) + 2) + "\n"
+        f"{rows}\n"
+        f"Ratio fetch / img2dataset, median of the rounds: {ratios}; img2dataset {r.i2d_per_s:.1f} media/s.\n"
     )
 
 
-def _workers(r: PeerResult) -> str:
-    if r.fetch_workers == 1:
-        return "1 worker"
-    return f"{r.fetch_workers} workers x concurrency {r.concurrency // r.fetch_workers}"
+def _workers(r: PeerResult, workers: int) -> str:
+    if workers == 1:
+        return f"1 worker x concurrency {r.concurrency}"
+    return f"{workers} workers x concurrency {r.concurrency // workers}"
 
 
 def _command() -> str:
@@ -169,10 +198,19 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--no-stack", action="store_true", help="use the broker the settings name as it is")
         p.add_argument("--work", type=Path, help="keep media, stores and worker logs here")
         if name == "compare":
-            p.add_argument("--media", type=int, default=1000)
-            p.add_argument("--concurrency", type=int, default=32)
-            p.add_argument("--processes", type=int, default=2, help="img2dataset processes (threads = C / this)")
-            p.add_argument("--fetch-workers", type=int, default=1, help="fetch processes (each C / this)")
+            p.add_argument("--media", type=positive_int, default=1000)
+            p.add_argument("--concurrency", type=positive_int, default=32)
+            p.add_argument(
+                "--processes", type=positive_int, default=2, help="img2dataset processes (threads = C / this)"
+            )
+            p.add_argument(
+                "--fetch-workers",
+                type=positive_int,
+                nargs="+",
+                default=[1, 2],
+                help="fetch processes (each with concurrency C / this); each number is run every round",
+            )
+            p.add_argument("--rounds", type=positive_int, default=3, help="each tool this many times, in turn")
             continue
         p.add_argument("--rate", type=float, help="media/s (default: the budget's)")
         p.add_argument("--fast", action="store_true", help="as fast as the pipeline takes them (closed loop)")
