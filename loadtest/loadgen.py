@@ -234,7 +234,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    if args.cmd == "compare" and max(args.fetch_workers) > args.concurrency:
+        ap.error(f"--fetch-workers: each worker needs at least one of the {args.concurrency} concurrent downloads")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stopped run drains and reports, like Ctrl-C
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     budget = load_budget_file(args.budget)

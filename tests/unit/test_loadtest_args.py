@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from loadtest import gpu_check
+from loadtest import gpu_check, loadgen
 from loadtest.report import frame_size, positive_float, positive_int, positive_ints
 
 
@@ -36,3 +36,21 @@ def test_gpu_check_refuses_bad_values(argv: list[str], capsys: pytest.CaptureFix
 def test_gpu_check_names_a_folder_without_footage(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
     assert gpu_check.main(["--footage", str(tmp_path)]) == 2
     assert "holds no footage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["compare", "--rounds", "0"], "argument --rounds"),
+        (["compare", "--media", "-5"], "argument --media"),
+        (["compare", "--fetch-workers", "0"], "argument --fetch-workers"),
+        (["compare", "--concurrency", "4", "--fetch-workers", "1", "8"], "--fetch-workers: each worker needs"),
+    ],
+)
+def test_loadgen_compare_refuses_bad_values_before_starting_anything(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        loadgen.main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and says in err and "Traceback" not in err
