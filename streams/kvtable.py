@@ -29,6 +29,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from schemas.models import Header
+
 _CACHE_KIB = 8 * 1024
 
 
@@ -193,6 +195,8 @@ class LocalTable:
 
     ``path`` keeps it in an SQLite file there (created afresh, deleted on close); None in memory.
     """
+
+    headers: tuple[Header, ...] = ()  # what a writer puts on its changelog records (none: no changelog)
 
     def __init__(self, path: Path | None = None) -> None:
         self._store: _Sqlite | _Memory = _Sqlite(path) if path is not None else _Memory()

@@ -5,18 +5,24 @@ changes exactly when the data it describes commits. Each worker loads every part
 end at start (``read_committed``), then a background thread tails the topic; its own writes are
 applied locally at once (:meth:`GlobalTable.put_local`) so a partition's owner never misses
 what it just wrote. Workers see each other's writes after the tail delay (well under a second).
+A writer marks its records with :attr:`GlobalTable.headers` (a token of this table object), and
+its follower passes over its own records: they are in the local table already (an aborted one
+never reaches a ``read_committed`` reader), so applying them again cost a JSON parse and an
+SQLite write per key for nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from pathlib import Path
 
 from confluent_kafka import KafkaError, TopicPartition
 
+from schemas.models import Header
 from streams.kafka import consumer
 from streams.kvtable import LocalTable
 from streams.settings import StreamSettings
@@ -24,11 +30,17 @@ from streams.settings import StreamSettings
 logger = logging.getLogger(__name__)
 
 
+WRITER_HEADER = "mediavec-table-writer"
+
+
 class GlobalTable(LocalTable):
     def __init__(self, settings: StreamSettings, topic: str, path: Path | None = None) -> None:
         super().__init__(path)
         self.settings = settings
         self.topic = topic
+        self._writer = secrets.token_hex(8).encode()  # this object's, so a restarted worker reads all again
+        self.headers = (Header(WRITER_HEADER, self._writer),)
+        self.skipped_own = 0  # records of this table's own writes the follower passed over
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loaded = threading.Event()
@@ -64,6 +76,9 @@ class GlobalTable(LocalTable):
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
                             pending.discard(msg.partition())
+                        continue
+                    if (WRITER_HEADER, self._writer) in (msg.headers() or ()):
+                        self.skipped_own += 1
                         continue
                     record = self._record(msg.key(), msg.value())
                     if record is not None:

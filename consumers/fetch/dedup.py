@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from consumers.registry import FETCH
 from consumers.settings import ConsumerSettings
 from media.download import redact_url
-from schemas.models import MediaRequest
+from schemas.models import Header, MediaRequest
 from streams.kvtable import LocalTable, remove_orphans
 from streams.stage import Failure, InputRecord, OutputRecord, dead_letter
 
@@ -34,6 +34,8 @@ DUPLICATE = "duplicate_media"  # the error class of a skipped record, as `mediav
 
 
 class SeenTable(Protocol):
+    headers: tuple[Header, ...]  # to put on the records of its changelog
+
     def start(self) -> None: ...
 
     def close(self) -> None: ...
@@ -143,7 +145,7 @@ def claim(
     undo.extend((key, previous[key]) for key in keys.values())
     table.put_many_local([(key, value) for key in keys.values()])
     packed = json.dumps(value, separators=(",", ":")).encode()
-    return [OutputRecord("seen", key.encode(), packed) for key in keys.values()]
+    return [OutputRecord("seen", key.encode(), packed, table.headers) for key in keys.values()]
 
 
 def _duplicate(req: MediaRequest, prev: dict[str, Any], what: str) -> Duplicate:
