@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks here")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args(argv)
+    if not args.no_write and set(args.stages) != {FETCH.name, EMBED.name}:
+        # the section holds both profiles: writing one would drop the other
+        ap.error("--stages: BENCHMARKS.md keeps both stages' profiles in one section; profile both or add --no-write")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         with tempfile.TemporaryDirectory(prefix="mediavec-profile-") as tmp:

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from loadtest import gpu_check, loadgen
+from loadtest import gpu_check, loadgen, profile_workers
 from loadtest.report import frame_size, positive_float, positive_int, positive_ints
 
 
@@ -54,3 +54,11 @@ def test_loadgen_compare_refuses_bad_values_before_starting_anything(
         loadgen.main(argv)
     err = capsys.readouterr().err
     assert done.value.code == 2 and says in err and "Traceback" not in err
+
+
+def test_profile_workers_will_not_write_one_stage_over_both(capsys: pytest.CaptureFixture[str]) -> None:
+    """The section holds the fetch and the embed profile: a run of one stage may print, not write."""
+    with pytest.raises(SystemExit) as done:
+        profile_workers.main(["--stages", "fetch"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "profile both or add --no-write" in err and "Traceback" not in err
