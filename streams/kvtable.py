@@ -108,8 +108,6 @@ class _Sqlite:
         return k in self._filter
 
     def get(self, k: bytes) -> bytes | None:
-        if k not in self._filter:
-            return None
         row = self._db.execute("SELECT v FROM kv WHERE k = ?", (k,)).fetchone()
         return None if row is None else bytes(row[0])
 
