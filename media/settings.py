@@ -26,6 +26,9 @@ class FetchSettings(BaseModel):
     max_side: int = 1024
     jpeg_quality: int = 90
     decode_workers: int = 2
+    decode_processes: int = Field(
+        0, description="Processes that decode images beside the worker; 0 decodes in its threads (decode_workers)."
+    )
     in_flight: int = Field(0, description="Requests downloading or waiting to commit at once; 0 means 4 x concurrency.")
     commit_interval_s: float = Field(0.25, description="Longest a finished request waits for its transaction.")
     allow_hosts: tuple[str, ...] = Field((), description="Hostnames exempt from the address guard.")

@@ -6,9 +6,11 @@ for each request as it is polled and :meth:`FetchStage.finish` for the finished 
 commit, so a slow download never holds the others; :meth:`FetchStage.process` does both for a whole
 batch. Downloads run on a persistent asyncio loop in a dedicated thread, so the HTTP session and
 its connection pool live on; decoding runs in a thread pool (Pillow and FFmpeg release the GIL
-while they decode, resize and encode). Dedup claims happen in ``finish``, in commit order. Video requests take the
-path of :mod:`consumers.fetch.video_fetch`: a segment's frames are one result, so the runner
-commits them in one transaction. ``file://`` URLs are read only under ``fetch.allow_paths``.
+while they decode, resize and encode), or with ``fetch.decode_processes`` set, images decode in
+child processes (:class:`media.decode_pool.DecodePool`), where a decoder crash takes one image.
+Dedup claims happen in ``finish``, in commit order. Video requests take the path of
+:mod:`consumers.fetch.video_fetch`: a segment's frames are one result, so the runner commits them
+in one transaction. ``file://`` URLs are read only under ``fetch.allow_paths``.
 
 An image's decode is chained to its download without a trip back through the loop: the
 download's future hands the bytes to the decode pool, and the decode thread sets the future the
@@ -32,6 +34,7 @@ from consumers.fetch.video_fetch import VideoFetched, VideoFetcher
 from consumers.registry import FETCH
 from consumers.settings import ConsumerSettings
 from media.decode import DecodedImage, DecodeError, decode_image
+from media.decode_pool import DecodePool
 from media.download import Downloader, FetchError, public_url, redact_url
 from media.video_source import is_file_url, read_local
 from schemas.codec import SchemaError, decode_request, encode_frame
@@ -62,6 +65,7 @@ class FetchStage:
         self._downloader: Downloader | None = None
         self._video: VideoFetcher | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._decoders: DecodePool | None = None  # fetch.decode_processes > 0: decode in child processes
         self._bytes_reported = 0
         self._uncommitted: list[tuple[str, dict[str, Any] | None]] = []  # seen-table writes of the open batch
         self._dlq_causes: list[str] = []  # dead letters inside results of the open batch (cut segments)
@@ -76,12 +80,17 @@ class FetchStage:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=fetch.decode_workers, thread_name_prefix="fetch-decode"
         )
+        if fetch.decode_processes > 0:
+            self._decoders = DecodePool(fetch, fetch.decode_processes)
         self._runner = LoopThread("fetch-loop")
         self._runner.start()
         self._downloader = Downloader(fetch)
         self._runner.run(self._downloader.start())
         self._video = VideoFetcher(fetch, self._downloader, self._executor)
-        logger.info("fetch stage started: concurrency %d, %d decode workers", fetch.concurrency, fetch.decode_workers)
+        decoding = (
+            f"{fetch.decode_processes} decode processes" if self._decoders else f"{fetch.decode_workers} decode threads"
+        )
+        logger.info("fetch stage started: concurrency %d, %s", fetch.concurrency, decoding)
 
     def process(self, batch: Sequence[InputRecord]) -> list[Result]:
         """The whole batch at once (the batch runner's contract): submit each, wait, finish."""
@@ -123,6 +132,10 @@ class FetchStage:
         try:
             if self._executor is None:
                 raise RuntimeError("FetchStage.close() was called")
+            if self._decoders is not None:
+                req = item.req
+                self._decoders.submit(item.data).add_done_callback(lambda d: _from_child(req, d, done))
+                return
             decoding = self._executor.submit(self._decode, item)
         except RuntimeError as err:  # the pool is shut down: the stage is closing
             done.set_exception(err)
@@ -170,7 +183,9 @@ class FetchStage:
             self._runner.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
-        self._runner = self._downloader = self._executor = self._video = None
+        if self._decoders is not None:
+            self._decoders.close()
+        self._runner = self._downloader = self._executor = self._video = self._decoders = None
         self.seen.close()
 
     def _claim(self, record: InputRecord, item: _Fetched) -> Result:
@@ -246,6 +261,24 @@ class _Downloaded:
     data: bytes
 
 
+def _from_child(
+    req: MediaRequest, decoding: concurrent.futures.Future[DecodedImage], done: concurrent.futures.Future[_Fetched]
+) -> None:
+    """A decode pool's answer as the thread pool's: a frame, a dead letter, or cancelled."""
+    if decoding.cancelled():  # the pool was closed with it queued
+        done.cancel()
+        return
+    exc = decoding.exception()
+    if isinstance(exc, DecodeError):
+        done.set_result(
+            Failure(exc.error_class, exc.reason, media_id=req.media_id, details={"url": redact_url(req.url)})
+        )
+    elif exc is not None:  # a bug must not take the batch down; the DLQ keeps the input
+        done.set_result(_internal_error(req, exc))
+    else:
+        done.set_result((req, decoding.result()))
+
+
 def _pass_on(source: concurrent.futures.Future[T], target: concurrent.futures.Future[T]) -> None:
     if source.cancelled():  # the pool was shut down with it queued
         target.cancel()
@@ -264,8 +297,8 @@ def _outcome(result: Result) -> str:
     return DUPLICATE if any(r.topic == "skipped" for r in result) else "ok"
 
 
-def _internal_error(req: MediaRequest, exc: Exception) -> Failure:
-    logger.exception("fetch of %s failed unexpectedly", req.media_id)
+def _internal_error(req: MediaRequest, exc: BaseException) -> Failure:
+    logger.error("fetch of %s failed unexpectedly", req.media_id, exc_info=exc)
     reason = f"unexpected {type(exc).__name__}"
     return Failure("fetch_internal_error", reason, media_id=req.media_id, details={"url": redact_url(req.url)})
 

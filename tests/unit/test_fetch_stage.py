@@ -18,7 +18,8 @@ import consumers.fetch.stage as fetch_stage
 from consumers.fetch.stage import FetchStage
 from devstack.mediaserver import Canary, MediaServer, write_pixel_bomb
 from devstack.samples import find_sample_photos
-from media.decode import DecodedImage
+from media.decode import DecodedImage, decode_image
+from media.decode_pool import DecodePool
 from media.settings import FetchSettings
 from mediavec.settings import Settings
 from schemas.codec import decode_dead_letter, decode_frame, encode_request
@@ -39,9 +40,15 @@ def server(tmp_path: Path) -> Iterator[MediaServer]:
         yield srv
 
 
-@pytest.fixture()
-def stage() -> Iterator[FetchStage]:
-    fetch = FetchSettings(allow_cidrs=("127.0.0.1/32",), retries=1, backoff_base_s=0.01, backoff_max_s=0.02)
+@pytest.fixture(params=[0, 1], ids=["decode-threads", "decode-processes"])
+def stage(request: pytest.FixtureRequest) -> Iterator[FetchStage]:
+    fetch = FetchSettings(
+        allow_cidrs=("127.0.0.1/32",),
+        retries=1,
+        backoff_base_s=0.01,
+        backoff_max_s=0.02,
+        decode_processes=request.param,
+    )
     s = FetchStage(Settings(fetch=fetch))
     s.start()
     yield s
@@ -209,18 +216,22 @@ def test_an_aborted_batch_takes_its_seen_writes_back(server: MediaServer, stage:
     assert skipped(again).details["duplicate_of"] == "a"
 
 
+def buggy_decoder(data: bytes, settings: FetchSettings) -> DecodedImage:
+    """decode_image with a bug that PNGs reach."""
+    if data.startswith(b"\x89PNG"):
+        raise ZeroDivisionError("a bug")
+    return decode_image(data, settings)
+
+
 def test_a_decoder_bug_fails_its_own_request_only(
     server: MediaServer, stage: FetchStage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Decoding runs on the pool, chained to the download: what it raises is that request's dead letter."""
-    real = fetch_stage.decode_image
-
-    def buggy(data: bytes, settings: FetchSettings) -> DecodedImage:
-        if data.startswith(b"\x89PNG"):
-            raise ZeroDivisionError("a bug")
-        return real(data, settings)
-
-    monkeypatch.setattr(fetch_stage, "decode_image", buggy)
+    if stage._decoders is None:
+        monkeypatch.setattr(fetch_stage, "decode_image", buggy_decoder)
+    else:  # a child process imports the decoder it is given: patching this process would not reach it
+        stage._decoders.close()
+        stage._decoders = DecodePool(stage.settings.fetch, 1, decoder=buggy_decoder)
     results = stage.process(
         [record(request("a", server.url("bus.jpg")), 0), record(request("b", server.url("coffee.png")), 1)]
     )
