@@ -146,6 +146,10 @@ def compare_markdown(r: PeerResult) -> str:
     ratios = "; ".join(
         f"{_workers(r, w)}: **{r.ratio(w):.2f}x** ({r.fetch_per_s(w):.1f} media/s)" for w in r.fetch_workers
     )
+    shares = ", ".join(
+        [f"fetch stage, {_workers(r, w)} {r.fetch_per_s(w) / r.bound_per_s:.0%}" for w in r.fetch_workers]
+        + [f"img2dataset {r.i2d_per_s / r.bound_per_s:.0%}"]
+    )
     return (
         "## Fetch stage vs img2dataset (issue 5)\n\n"
         f"`{_command()}` on {machine()}: the same {r.media:,} planned media (file, server delay, bandwidth; no "
@@ -162,10 +166,15 @@ def compare_markdown(r: PeerResult) -> str:
         "- The load server sends a body's bytes when its bandwidth would have carried them and ends the response "
         "with the last one. Before 2026-12-07 it held every response 50 ms after its last byte, which delayed "
         "the next request on a kept-alive connection: it slowed the fetch stage, which reuses connections, "
-        "and not img2dataset, which does not (the 0.55x and 0.83x measured before were under it).\n\n"
+        "and not img2dataset, which does not (the 0.55x and 0.83x measured before were under it).\n"
+        f"- The plan itself bounds either tool to **{r.bound_per_s:.1f} media/s** at concurrency {r.concurrency}: "
+        "the concurrency over the mean time the server takes per media (its planned delay, then its body at the "
+        "bandwidth). Only a client that cost nothing, on a machine of its own, would reach it; here both tools, "
+        "the load server and (for the fetch stage) the broker share two cores.\n\n"
         f"{head} |\n| ---: |" + " ---: |" * (2 * len(r.fetch_workers) + 2) + "\n"
         f"{rows}\n"
         f"Ratio fetch / img2dataset, median of the rounds: {ratios}; img2dataset {r.i2d_per_s:.1f} media/s.\n"
+        f"Share of the plan's bound, medians: {shares}.\n"
     )
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from media.decode import DecodedImage, DecodeError, decode_image
 from media.settings import FetchSettings
+from streams import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class DecodePool:
                 return
             self.crashes += 1
             self._pool = self._new_pool(self._processes)
+        metrics.DECODER_DEATHS.inc()
         logger.warning("an image decoder process died; its images are decoded again one at a time")
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -152,6 +154,7 @@ class DecodePool:
             with self._lock:
                 broken, self._quarantine = self._quarantine, None
                 self.culprits += 1
+            metrics.DECODER_DEATHS.inc()
             if broken is not None:
                 broken.shutdown(wait=False, cancel_futures=True)
             logger.warning("an image killed its decoder process twice; it goes to the DLQ as decoder_crashed")

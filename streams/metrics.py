@@ -28,6 +28,9 @@ LAG = Gauge("mediavec_consumer_lag", "Messages behind the high watermark", ["sta
 PAUSED = Gauge("mediavec_stage_paused", "1 while the stage waits for a service it depends on", ["stage"])
 PAUSES = Counter("mediavec_stage_pauses_total", "Times the stage stopped consuming for a down service", ["stage"])
 BYTES_DOWNLOADED = Counter("mediavec_bytes_downloaded_total", "Bytes downloaded by the fetch stage")
+DECODER_DEATHS = Counter(
+    "mediavec_decoder_process_deaths_total", "Image decoder child processes that died (fetch.decode_processes)"
+)
 
 _served: set[int] = set()
 

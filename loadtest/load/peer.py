@@ -95,6 +95,7 @@ class PeerResult:
     i2d_threads: int
     i2d_version: str
     fetch_workers: tuple[int, ...] = (1,)
+    bound_per_s: float = 0.0  # what the plan allows a client that costs nothing: see plan_bound
 
     def ratio(self, workers: int) -> float:
         """The median of the rounds' ratios."""
@@ -106,6 +107,17 @@ class PeerResult:
     @property
     def i2d_per_s(self) -> float:
         return statistics.median(r.i2d_per_s for r in self.rounds)
+
+
+def plan_bound(profile: LoadProfile, n: int, images: list[str], sizes: dict[str, int], concurrency: int) -> float:
+    """The most media/s any client can fetch with ``concurrency`` requests open: ``concurrency`` over
+    the mean time the server takes per media (its planned delay, then its body at the bandwidth)."""
+    total = 0.0
+    for i in range(n):
+        planned = plan_media(profile, i, "bound", images, None)
+        size = sizes[images[i % len(images)]]
+        total += planned.delay_s + (size / profile.bandwidth_bps if profile.bandwidth_bps > 0 else 0.0)
+    return concurrency / (total / n) if total > 0 else float("inf")
 
 
 def _server_stats(base_url: str, reset: bool = False) -> int:
@@ -250,6 +262,8 @@ def compare(
         text=True,
     ).stdout.strip()
     images, _, _ = prepare_media(work / "media", with_video=False)
+    sizes = {name: (work / "media" / name).stat().st_size for name in images}
+    bound = plan_bound(clean, n, images, sizes, concurrency)
     done: list[PeerRound] = []
     threads = max(1, concurrency // processes)
     with media_server(work / "media") as (url, _pid):
@@ -272,4 +286,4 @@ def compare(
             done.append(PeerRound(runs, int(i2d["ok"]), i2d["window_s"], i2d["wall_s"], _server_stats(url)))
             fetched = ", ".join(f"{f.workers} worker(s) {f.per_s:.1f}/s" for f in runs)
             logger.info("round %d: fetch stage %s; img2dataset %.1f/s", r, fetched, done[-1].i2d_per_s)
-    return PeerResult(n, concurrency, done, processes, threads, version, tuple(fetch_workers))
+    return PeerResult(n, concurrency, done, processes, threads, version, tuple(fetch_workers), bound)

@@ -13,6 +13,7 @@ from devstack.samples import find_sample_photos
 from media.decode import DecodedImage, DecodeError, decode_image
 from media.decode_pool import DecodePool
 from media.settings import FetchSettings
+from streams import metrics
 
 PHOTOS = sorted(find_sample_photos()[0])[:6]
 SETTINGS = FetchSettings(max_side=256)
@@ -61,6 +62,7 @@ def test_a_refusal_comes_back_with_its_class_and_reason() -> None:
 
 
 def test_an_image_that_kills_its_decoder_fails_alone(photos: list[bytes]) -> None:
+    deaths = metrics.DECODER_DEATHS._value.get()
     pool = DecodePool(SETTINGS, 2, decoder=crashing_decoder)
     try:
         batch = [*photos[:3], CRASH + b" a poison pill", *photos[3:]]
@@ -73,6 +75,7 @@ def test_an_image_that_kills_its_decoder_fails_alone(photos: list[bytes]) -> Non
         assert good == [decode_image(data, SETTINGS) for data in photos]
         assert caught.value.error_class == "decoder_crashed"
         assert pool.crashes >= 1 and pool.culprits == 1
+        assert metrics.DECODER_DEATHS._value.get() >= deaths + 2  # the pool it broke, then its quarantine child
         assert pool.submit(photos[0]).result(60) == decode_image(photos[0], SETTINGS)  # a new pool goes on
     finally:
         pool.close()
