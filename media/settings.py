@@ -12,8 +12,8 @@ from streams.settings import SECTION, StreamSettings
 
 class FetchSettings(BaseModel):
     model_config = SECTION
-    concurrency: int = 64
-    per_host_concurrency: int = 8
+    concurrency: int = Field(64, ge=1)
+    per_host_concurrency: int = Field(8, ge=1)
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 20.0
     total_deadline_s: float = 60.0
@@ -23,13 +23,17 @@ class FetchSettings(BaseModel):
     backoff_base_s: float = 0.25
     backoff_max_s: float = 5.0
     max_pixels: int = 64_000_000
-    max_side: int = 1024
-    jpeg_quality: int = 90
-    decode_workers: int = 2
+    max_side: int = Field(1024, ge=1)
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    decode_workers: int = Field(2, ge=1, description="Threads that decode images (and read local files).")
     decode_processes: int = Field(
-        0, description="Processes that decode images beside the worker; 0 decodes in its threads (decode_workers)."
+        0,
+        ge=0,
+        description="Processes that decode images beside the worker; 0 decodes in its threads (decode_workers).",
     )
-    in_flight: int = Field(0, description="Requests downloading or waiting to commit at once; 0 means 4 x concurrency.")
+    in_flight: int = Field(
+        0, ge=0, description="Requests downloading or waiting to commit at once; 0 means 4 x concurrency."
+    )
     commit_interval_s: float = Field(0.25, description="Longest a finished request waits for its transaction.")
     allow_hosts: tuple[str, ...] = Field((), description="Hostnames exempt from the address guard.")
     allow_cidrs: tuple[str, ...] = Field((), description="Networks exempt from the address guard.")

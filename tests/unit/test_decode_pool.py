@@ -7,6 +7,7 @@ import concurrent.futures
 import os
 import time
 
+import pydantic
 import pytest
 
 from devstack.samples import find_sample_photos
@@ -114,3 +115,11 @@ def test_closing_answers_every_image(photos: list[bytes]) -> None:
 def test_a_pool_needs_a_process() -> None:
     with pytest.raises(ValueError):
         DecodePool(SETTINGS, 0)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("decode_workers", 0), ("decode_processes", -1), ("concurrency", 0), ("jpeg_quality", 101)]
+)
+def test_settings_refuse_what_no_worker_could_run(field: str, value: int) -> None:
+    with pytest.raises(pydantic.ValidationError, match=field):
+        FetchSettings(**{field: value})
