@@ -12,18 +12,23 @@ still ends a sink worker, with nothing dead-lettered and nothing skipped.
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import psutil
 import pytest
+from PIL import Image
 
 from devstack.mediaserver import MediaServer
 from mediavec import workers
 from mediavec.settings import Settings
 from schemas import MediaRequest, decode_dead_letter, decode_frame
 from schemas.codec import encode_request
+from streams import metrics
 from streams.admin import ensure_topics
 from streams.dlq import read_entries, redrive
 from streams.kafka import producer
@@ -230,3 +235,52 @@ class RefusesBig(RaisesOnPoison):
             Failure("too_big", "over the limit") if len(r.value) > 1000 else [OutputRecord("frames", b"k", r.value)]
             for r in batch
         ]
+
+
+def _gradient_png(seed: int, width: int = 1400, height: int = 1000) -> bytes:
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
+    pixels = (x * [1.0, 0.5, 0.2] + y * [0.1, 0.4, 0.8] + seed * 7) % 256
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _kill_decoder_children() -> list[int]:
+    """SIGKILL the image decoder processes (children of this process's multiprocessing forkserver),
+    as the kernel's OOM killer would."""
+    killed = []
+    for child in psutil.Process().children():
+        if any("forkserver" in part for part in child.cmdline()):
+            for decoder in child.children():
+                decoder.kill()
+                killed.append(decoder.pid)
+    return killed
+
+
+def test_a_decoder_process_that_dies_loses_no_image(settings: Settings, tmp_path: Path) -> None:
+    """Images decode in a child process (fetch.decode_processes); killed, it takes none with it."""
+    fetch = settings.fetch.model_copy(update={"decode_processes": 1})
+    settings = settings.model_copy(update={"fetch": fetch})
+    root = tmp_path / "media"
+    root.mkdir()
+    names = [f"img{i:02d}" for i in range(24)]
+    for i, name in enumerate(names):  # over the 1024 px bound: decoded, resized and encoded again
+        (root / f"{name}.png").write_bytes(_gradient_png(i))
+    ensure_topics(settings)
+    deaths = metrics.DECODER_DEATHS._value.get()
+    with MediaServer(root) as server:
+        requests = [
+            (n.encode(), encode_request(MediaRequest(media_id=n, url=server.url(f"{n}.png"), collection="c")))
+            for n in names
+        ]
+        _publish(settings, requests[:12])
+        with ThreadWorker(workers.build("fetch", settings, instance="decoders")) as worker:
+            wait_for(lambda: len(_outputs(settings)) >= 1, 90, "the first frame")
+            assert _kill_decoder_children(), "no decoder process to kill"
+            _publish(settings, requests[12:])
+            wait_for(lambda: len(_outputs(settings)) >= len(names), 120, "every image's frame")
+            assert worker.thread.is_alive()
+    assert sorted(decode_frame(v).media_id for v in _outputs(settings)) == names  # each once
+    assert _letters(settings) == []
+    assert metrics.DECODER_DEATHS._value.get() > deaths
