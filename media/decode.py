@@ -69,9 +69,9 @@ def decode_image(data: bytes, settings: FetchSettings) -> DecodedImage:
             return DecodedImage(data, width, height, digest, fmt, reencoded=False)
         _draft(im, settings.max_side)
         _load(im)
-        upright = _orient(im)  # a new image: closing ``im`` invalidates its pixels
-    rgb = _bound(_to_rgb(upright), settings.max_side)
-    jpeg = _encode_jpeg(rgb, settings.jpeg_quality)
+        _orient(im)
+        rgb = _bound(_to_rgb(im), settings.max_side)  # inside: closing ``im`` invalidates its pixels
+        jpeg = _encode_jpeg(rgb, settings.jpeg_quality)
     return DecodedImage(jpeg=jpeg, width=rgb.width, height=rgb.height, content_sha256=digest, source_format=fmt)
 
 
@@ -182,13 +182,13 @@ def _load(im: Image.Image) -> None:
         raise DecodeError("corrupt_image", f"undecodable image data: {message}") from None
 
 
-def _orient(im: Image.Image) -> Image.Image:
-    """A copy with the EXIF orientation applied; a broken EXIF block leaves it as stored."""
+def _orient(im: Image.Image) -> None:
+    """Apply the EXIF orientation in place (an upright image is not copied, as ``exif_transpose``
+    without ``in_place`` would); a broken EXIF block leaves it as stored."""
     try:
-        return ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)
     except Exception as exc:  # Pillow raises several types on malformed EXIF
         logger.debug("ignoring unreadable EXIF orientation: %s", exc)
-        return im.copy()
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
