@@ -11,6 +11,10 @@ from pathlib import Path
 
 import torch
 
+from mediavec.argtypes import positive_float, positive_int
+
+__all__ = ["frame_size", "machine", "positive_float", "positive_int", "positive_ints", "write_section"]
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = "# mediavec benchmarks\n\nEach section is rewritten by the command it names; the others are kept.\n"
 
@@ -29,28 +33,6 @@ def write_section(key: str, body: str, path: Path = BENCHMARKS) -> None:
     pattern = re.compile(rf"<!-- {re.escape(key)} -->.*?<!-- /{re.escape(key)} -->", re.S)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
-    return value
 
 
 def positive_ints(text: str) -> list[int]:

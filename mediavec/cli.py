@@ -11,6 +11,7 @@ from pathlib import Path
 
 from consumers.registry import STAGE_NAMES, describe_stages
 from consumers.registry import stage as stage_spec
+from mediavec.argtypes import non_negative_float, positive_int
 from mediavec.cli_errors import EXIT_USAGE, CliError, report, require_broker
 from mediavec.cli_models import add_models
 from mediavec.cli_plugins import needs_broker, plugins
@@ -276,14 +277,16 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("stage", choices=STAGE_NAMES)
     r.add_argument("--instance", help="stable worker id (transactional id suffix); default: host name")
-    r.add_argument("--workers", type=int, default=1, help="start and supervise N worker processes")
+    r.add_argument("--workers", type=positive_int, default=1, help="start and supervise N worker processes")
     r.add_argument(
         "--workers-per-gpu",
-        type=int,
-        default=0,
+        type=positive_int,
+        default=None,
         help="N processes per visible GPU, each pinned with CUDA_VISIBLE_DEVICES (no GPU: N CPU workers)",
     )
-    r.add_argument("--stagger", type=float, default=3.0, help="seconds between worker starts (model loads)")
+    r.add_argument(
+        "--stagger", type=non_negative_float, default=3.0, help="seconds between worker starts (model loads)"
+    )
     r.set_defaults(func=_run)
 
     add_publish(sub)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from mediavec.argtypes import port
 from mediavec.settings import load_settings
 
 logger = logging.getLogger(__name__)
@@ -13,7 +14,7 @@ logger = logging.getLogger(__name__)
 def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("serve", help="the HTTP search API: search while ingesting (OpenAPI at /openapi.json)")
     s.add_argument("--host", help="address to listen on (default MEDIAVEC_SERVE__HOST, 127.0.0.1)")
-    s.add_argument("--port", type=int, help="TCP port (default MEDIAVEC_SERVE__PORT, 8080)")
+    s.add_argument("--port", type=port, help="TCP port (default MEDIAVEC_SERVE__PORT, 8080)")
     s.set_defaults(func=_serve)
 
 

@@ -114,6 +114,9 @@ CASES = [
     Case(("run", "sink-postgres"), "PostgreSQL down", PG_DOWN, needs=("stack",)),
     Case(("run", "sink-encrypted"), "no index key", "encrypted index key: no index key configured", needs=("stack",)),
     usage("run", "nope"),
+    usage("run", "fetch", "--workers", "0", expect="argument --workers: must be at least 1: '0'"),
+    usage("run", "embed", "--workers-per-gpu", "-2", expect="argument --workers-per-gpu: must be at least 1: '-2'"),
+    usage("run", "embed", "--stagger", "nan", expect="argument --stagger: not a finite number: 'nan'"),
     # publishing
     Case(
         ("publish", "images", "{tmp}/urls.txt"), "broker down", BROKER_DOWN, files={"urls.txt": "http://a.test/x.jpg"}
@@ -157,6 +160,7 @@ CASES = [
     Case(("spaces",), "Qdrant down", "Qdrant at http://127.0.0.1:{dead}", QDRANT_DOWN),
     Case(("serve", "--port", "{busy}"), "port taken", "address already in use"),
     usage("serve", "--port", "eighty"),
+    usage("serve", "--port", "99999", expect="argument --port: not a TCP port (0 to 65535): '99999'"),
     usage("spaces", "--bogus"),
     # aliases
     Case(("alias", "set", "shop", "--to", "shop-v2"), "no weights", "weights: No weights for open_clip"),
