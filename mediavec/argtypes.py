@@ -43,6 +43,12 @@ def positive_int(text: str) -> int:
     return _check(value, value >= 1, "must be at least 1", text)
 
 
+def non_negative_int(text: str) -> int:
+    """A whole number of at least 0."""
+    value = _whole(text)
+    return _check(value, value >= 0, "must be at least 0", text)
+
+
 def positive_float(text: str) -> float:
     """A finite number above 0."""
     value = _number(text)

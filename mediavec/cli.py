@@ -11,7 +11,7 @@ from pathlib import Path
 
 from consumers.registry import STAGE_NAMES, describe_stages
 from consumers.registry import stage as stage_spec
-from mediavec.argtypes import non_negative_float, positive_int
+from mediavec.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from mediavec.cli_errors import EXIT_USAGE, CliError, report, require_broker
 from mediavec.cli_models import add_models
 from mediavec.cli_plugins import needs_broker, plugins
@@ -298,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--text")
     g.add_argument("--image")
     s.add_argument("--collection", default="default")
-    s.add_argument("--limit", type=int, default=10)
+    s.add_argument("--limit", type=positive_int, default=10)
     s.add_argument("--json", action="store_true")
     s.add_argument(
         "--store",
@@ -312,7 +312,9 @@ def parser() -> argparse.ArgumentParser:
         default="scene",
         help="vector space to search; all: every space that fits the query, merged by score",
     )
-    s.add_argument("--per-space", type=int, metavar="N", help="at most N hits of any one space (with --space all)")
+    s.add_argument(
+        "--per-space", type=positive_int, metavar="N", help="at most N hits of any one space (with --space all)"
+    )
     s.set_defaults(func=_search)
 
     lay = sub.add_parser("spaces", help="list the models and vector spaces stored for a collection (or alias)")
@@ -330,10 +332,10 @@ def parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("replay", help="re-consume a window of the requests topic into a new collection version")
     start = rp.add_mutually_exclusive_group()
-    start.add_argument("--from-offset", type=int, help="first offset (every partition)")
+    start.add_argument("--from-offset", type=non_negative_int, help="first offset (every partition)")
     start.add_argument("--from-time", type=_time_arg, help="ISO-8601 time or epoch seconds")
     end = rp.add_mutually_exclusive_group()
-    end.add_argument("--to-offset", type=int, help="end offset, exclusive (default: now)")
+    end.add_argument("--to-offset", type=non_negative_int, help="end offset, exclusive (default: now)")
     end.add_argument("--to-time", type=_time_arg, help="ISO-8601 time or epoch seconds (default: now)")
     rp.add_argument("--target", required=True, help="collection (version) to write, e.g. products-v2")
     rp.add_argument("--source", help="replay only requests of this collection")
@@ -350,13 +352,13 @@ def parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="per stage: consumer lag, throughput and an ETA to drain")
     st.add_argument("--watch", action="store_true", help="refresh until interrupted")
-    st.add_argument("--interval", type=float, default=2.0)
+    st.add_argument("--interval", type=positive_float, default=2.0)
     st.add_argument("--run", help="progress of one publish or replay run by its id: stored of total, rate, ETA")
     st.set_defaults(func=_status)
 
     md = sub.add_parser("metadb", help="PostgreSQL frame metadata: migrations and retention")
     md.add_argument("action", choices=["migrate", "drop-partitions"])
-    md.add_argument("--older-than-days", type=int, default=30, help="drop-partitions: keep this many days")
+    md.add_argument("--older-than-days", type=non_negative_int, default=30, help="drop-partitions: keep this many days")
     md.set_defaults(func=_metadb)
 
     for plugin in plugins():

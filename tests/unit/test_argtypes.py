@@ -6,12 +6,12 @@ import argparse
 
 import pytest
 
-from mediavec.argtypes import non_negative_float, port, positive_float, positive_int
+from mediavec.argtypes import non_negative_float, non_negative_int, port, positive_float, positive_int
 
 
 def test_good_values() -> None:
     assert positive_int("4") == 4 and positive_float("0.25") == 0.25
-    assert non_negative_float("0") == 0.0 and port("0") == 0 and port("65535") == 65535
+    assert non_negative_float("0") == 0.0 and non_negative_int("0") == 0 and port("0") == 0 and port("65535") == 65535
 
 
 @pytest.mark.parametrize(
@@ -19,6 +19,7 @@ def test_good_values() -> None:
     [
         (positive_int, "0", "must be at least 1: '0'"),
         (positive_int, "1.5", "not a whole number: '1.5'"),
+        (non_negative_int, "-3", "must be at least 0: '-3'"),
         (positive_float, "0", "must be above 0: '0'"),
         (positive_float, "inf", "not a finite number: 'inf'"),
         (non_negative_float, "-0.1", "must be at least 0: '-0.1'"),
