@@ -14,15 +14,15 @@ class FetchSettings(BaseModel):
     model_config = SECTION
     concurrency: int = Field(64, ge=1)
     per_host_concurrency: int = Field(8, ge=1)
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 20.0
-    total_deadline_s: float = 60.0
-    max_bytes: int = 50 * 1024 * 1024
-    max_redirects: int = 5
-    retries: int = 3
-    backoff_base_s: float = 0.25
-    backoff_max_s: float = 5.0
-    max_pixels: int = 64_000_000
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(20.0, gt=0)
+    total_deadline_s: float = Field(60.0, gt=0)
+    max_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    max_redirects: int = Field(5, ge=0)
+    retries: int = Field(3, ge=0)
+    backoff_base_s: float = Field(0.25, ge=0)
+    backoff_max_s: float = Field(5.0, ge=0)
+    max_pixels: int = Field(64_000_000, ge=1)
     max_side: int = Field(1024, ge=1)
     jpeg_quality: int = Field(90, ge=1, le=100)
     decode_workers: int = Field(2, ge=1, description="Threads that decode images (and read local files).")
@@ -34,19 +34,19 @@ class FetchSettings(BaseModel):
     in_flight: int = Field(
         0, ge=0, description="Requests downloading or waiting to commit at once; 0 means 4 x concurrency."
     )
-    commit_interval_s: float = Field(0.25, description="Longest a finished request waits for its transaction.")
+    commit_interval_s: float = Field(0.25, ge=0, description="Longest a finished request waits for its transaction.")
     allow_hosts: tuple[str, ...] = Field((), description="Hostnames exempt from the address guard.")
     allow_cidrs: tuple[str, ...] = Field((), description="Networks exempt from the address guard.")
     user_agent: str = "mediavec/0.1 (+https://mediavec.dev)"
     allow_paths: tuple[str, ...] = Field(
         (), description="Local directories a request may read through a file:// URL (nothing else is readable)."
     )
-    default_sample_fps: float = Field(1.0, description="Video sampling rate when a request names none.")
-    max_video_frames: int = Field(600, description="Most frames one video segment may yield; more is refused.")
+    default_sample_fps: float = Field(1.0, gt=0, description="Video sampling rate when a request names none.")
+    max_video_frames: int = Field(600, ge=1, description="Most frames one video segment may yield; more is refused.")
     video_decode_mode: Literal["auto", "seek", "sequential"] = Field(
         "auto", description="Seek per sample or decode one pass; auto picks by keyframe spacing."
     )
-    range_block_bytes: int = Field(1024 * 1024, description="Bytes per HTTP range request when reading a video.")
+    range_block_bytes: int = Field(1024 * 1024, ge=1, description="Bytes per HTTP range request when reading a video.")
     video_decoder: Literal["pyav", "torchcodec"] = Field(
         "pyav", description="pyav (CPU, FFmpeg bundled) or torchcodec (system FFmpeg; NVDEC on a CUDA device)."
     )

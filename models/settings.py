@@ -51,9 +51,9 @@ class DetectorSettings(BaseModel):
         None, description="Hugging Face repository of the checkpoint named by weights (YOLO-World v2: known)."
     )
     device: str = "auto"
-    max_objects: int = Field(30, description="Objects kept per frame, best first.")
-    min_score: float = 0.25
-    min_side_px: int = Field(8, description="Boxes narrower or lower than this are not embedded.")
+    max_objects: int = Field(30, ge=0, description="Objects kept per frame, best first.")
+    min_score: float = Field(0.25, ge=0, le=1)
+    min_side_px: int = Field(8, ge=1, description="Boxes narrower or lower than this are not embedded.")
 
 
 class FaceSettings(BaseModel):
@@ -61,9 +61,9 @@ class FaceSettings(BaseModel):
     backend: Literal["dlib", "arcface"] = "dlib"
     arcface_onnx: Path | None = Field(None, description="ArcFace ONNX model (backend arcface).")
     detector: Literal["hog", "cnn"] = "hog"
-    upsample: int = 1
-    max_faces: int = 20
-    max_side: int = Field(800, description="Frames are scaled down to this side before face detection.")
+    upsample: int = Field(1, ge=0)
+    max_faces: int = Field(20, ge=0)
+    max_side: int = Field(800, ge=1, description="Frames are scaled down to this side before face detection.")
 
 
 class TextSettings(BaseModel):
@@ -73,8 +73,8 @@ class TextSettings(BaseModel):
     )
     model_dir: Path | None = Field(None, description="MiniLM directory (backend minilm); default the shipped one.")
     ocr: bool = True
-    ocr_min_score: float = 0.5
-    max_phrases: int = 20
+    ocr_min_score: float = Field(0.5, ge=0, le=1)
+    max_phrases: int = Field(20, ge=0)
     store_dim: int | None = Field(256, description="Stored dimension of the minilm backend (vision: the model's).")
 
 

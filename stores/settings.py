@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr
 
 from streams.settings import SECTION, StreamSettings
 
@@ -21,7 +21,7 @@ class QdrantSettings(BaseModel):
     ca_file: Path | None = Field(
         None, description="CA bundle (PEM) that signs an https server's certificate; default the system's."
     )
-    timeout_s: int = Field(30, description="Per-request timeout against a server.")
+    timeout_s: int = Field(30, ge=1, description="Per-request timeout against a server.")
     path: Path | None = Field(None, description="Embedded store directory (default DATA_DIR/qdrant).")
     backend: Literal["edge", "local"] = Field("edge", description="Embedded backend when url is unset.")
     optimize_after_points: int = Field(
@@ -55,24 +55,20 @@ class EncIndexSettings(BaseModel):
     path: Path | None = Field(None, description="Store directory (default DATA_DIR/encindex).")
     key_file: Path | None = Field(None, description="File holding the 32-byte index key (raw or 64 hex chars).")
     key_env: str | None = Field(None, description="Name of the environment variable holding the key as hex.")
-    shard_capacity: int = Field(900_000, description="Items per shard; a new shard opens before one passes it.")
-    train_min: int = Field(MIN_TRAIN_VECTORS, description="Vectors a shard holds before its first training.")
-    retrain_growth: float = Field(2.0, description="Retrain when a shard grew this many times since training.")
-    cpu_threads: int = Field(0, description="Engine threads (0 = all cores).")
-
-    @model_validator(mode="after")
-    def _check(self) -> EncIndexSettings:
-        limit = FREE_TIER_CAP - UPSERT_CHUNK
-        if not 1 <= self.shard_capacity <= limit:
-            # The engine refuses any upsert, overwrites included, once count + batch > cap.
-            raise ValueError(f"shard_capacity must be between 1 and {limit}, got {self.shard_capacity}")
-        if self.train_min < MIN_TRAIN_VECTORS:
-            raise ValueError(f"train_min must be at least {MIN_TRAIN_VECTORS} (the engine trains nothing below)")
-        if self.retrain_growth <= 1.0:
-            raise ValueError(f"retrain_growth must be above 1, got {self.retrain_growth}")
-        if self.cpu_threads < 0:
-            raise ValueError("cpu_threads must be 0 (all cores) or more")
-        return self
+    shard_capacity: int = Field(
+        900_000,
+        ge=1,
+        # The engine refuses any upsert, overwrites included, once count + batch > cap.
+        le=FREE_TIER_CAP - UPSERT_CHUNK,
+        description="Items per shard; a new shard opens before one passes it.",
+    )
+    train_min: int = Field(
+        MIN_TRAIN_VECTORS,
+        ge=MIN_TRAIN_VECTORS,  # the engine trains nothing below
+        description="Vectors a shard holds before its first training.",
+    )
+    retrain_growth: float = Field(2.0, gt=1, description="Retrain when a shard grew this many times since training.")
+    cpu_threads: int = Field(0, ge=0, description="Engine threads (0 = all cores).")
 
 
 class StoresSettings(StreamSettings):

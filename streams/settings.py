@@ -49,9 +49,9 @@ class KafkaSettings(BaseModel):
     oauthbearer_scope: str | None = None
     oauthbearer_extensions: str | None = Field(None, description="SASL extensions, 'key=value,key=value'.")
     https_ca_location: str | None = Field(None, description="CA file for an https token endpoint.")
-    transaction_timeout_ms: int = 120_000
-    max_poll_interval_ms: int = 300_000
-    session_timeout_ms: int = 45_000
+    transaction_timeout_ms: int = Field(120_000, ge=1)
+    max_poll_interval_ms: int = Field(300_000, ge=1)
+    session_timeout_ms: int = Field(45_000, ge=1)
 
     @model_validator(mode="after")
     def _oidc_complete(self) -> KafkaSettings:
@@ -104,10 +104,10 @@ class TopicSettings(BaseModel):
     sink_prefix: str | None = Field(
         None, description="Prefix of the vectors and DLQ topics when it differs (a replay shares the live sinks)."
     )
-    requests_partitions: int = 8
-    frames_partitions: int = 16
-    vectors_partitions: int = 16
-    dlq_partitions: int = 4
+    requests_partitions: int = Field(8, ge=1)
+    frames_partitions: int = Field(16, ge=1)
+    vectors_partitions: int = Field(16, ge=1)
+    dlq_partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1, description="Copies of each partition; 3 on a cluster.")
     min_insync_replicas: int | None = Field(
         None,
@@ -129,8 +129,8 @@ class TopicSettings(BaseModel):
 
 class SinkSettings(BaseModel):
     model_config = SECTION
-    batch_size: int = 128
-    batch_deadline_s: float = 0.5
+    batch_size: int = Field(128, ge=1)
+    batch_deadline_s: float = Field(0.5, ge=0)
 
 
 class SchemaRegistrySettings(BaseModel):
@@ -167,7 +167,7 @@ class StreamSettings(BaseSettings):
 
     model_config = ENVIRONMENT
     data_dir: Path = Field(Path(".mediavec"), description="Local state: dev stack, embedded stores.")
-    metrics_port: int = Field(0, description="Prometheus port for this worker; 0 picks none.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port for this worker; 0 picks none.")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field("text", description="json: one object per line with media_id/offset.")
     kafka: KafkaSettings = KafkaSettings()

@@ -14,17 +14,17 @@ MAX_THUMBNAIL_SIDE = 512
 
 class EmbedSettings(BaseModel):
     model_config = SECTION
-    frames_per_batch: int = Field(32, description="Frames consumed per transaction (the input batch).")
-    batch_deadline_s: float = Field(0.5, description="Longest wait for a full input batch from Kafka.")
-    batch_size: int = Field(64, description="Vision model batch (frames and object crops pooled across frames).")
+    frames_per_batch: int = Field(32, ge=1, description="Frames consumed per transaction (the input batch).")
+    batch_deadline_s: float = Field(0.5, ge=0, description="Longest wait for a full input batch from Kafka.")
+    batch_size: int = Field(64, ge=1, description="Vision model batch (frames and object crops pooled across frames).")
     spaces: tuple[SpaceName, ...] = Field(ALL_SPACES, description="Vector spaces to produce per frame.")
-    concept_batch_size: int = Field(32, description="Concept (grid) model batch: whole frames and patches.")
-    text_batch_size: int = Field(512, description="Text model batch: prompts, OCR reads, spatial phrases.")
-    detector_batch_size: int = 16
-    queue_deadline_s: float = Field(0.02, description="A model queue flushes a partial batch after this wait.")
-    queue_depth_batches: int = Field(4, description="Each model queue holds at most this many batches.")
-    preprocess_workers: int = Field(2, description="Threads decoding, cropping and preprocessing images.")
-    grid: int = Field(4, description="Patch grid side: grid x grid patches per frame.")
+    concept_batch_size: int = Field(32, ge=1, description="Concept (grid) model batch: whole frames and patches.")
+    text_batch_size: int = Field(512, ge=1, description="Text model batch: prompts, OCR reads, spatial phrases.")
+    detector_batch_size: int = Field(16, ge=1)
+    queue_deadline_s: float = Field(0.02, ge=0, description="A model queue flushes a partial batch after this wait.")
+    queue_depth_batches: int = Field(4, ge=1, description="Each model queue holds at most this many batches.")
+    preprocess_workers: int = Field(2, ge=1, description="Threads decoding, cropping and preprocessing images.")
+    grid: int = Field(4, ge=1, description="Patch grid side: grid x grid patches per frame.")
     prompt_bank: tuple[str, ...] = Field((), description="Prompts scored against the grid; empty: the built-in bank.")
     thumbnail_side: int = Field(
         128, ge=0, le=MAX_THUMBNAIL_SIDE, description="Longest side in pixels of each frame's thumbnail; 0: none."

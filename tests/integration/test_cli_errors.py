@@ -224,7 +224,7 @@ CASES = [
     Case(
         ("search", "--text", "a bus"),
         "invalid encrypted index setting",
-        "invalid settings: MEDIAVEC_ENCINDEX__*: retrain_growth must be above 1",
+        "invalid settings: MEDIAVEC_ENCINDEX__RETRAIN_GROWTH (encindex.retrain_growth): Input should be greater than 1",
         {"MEDIAVEC_ENCINDEX__KEY_ENV": "CLIERR_INDEX_KEY", "MEDIAVEC_ENCINDEX__RETRAIN_GROWTH": "0.5"},
         status=2,
     ),
