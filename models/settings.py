@@ -25,7 +25,7 @@ class ModelSettings(BaseModel):
     device: str = "auto"
     precision: Literal["auto", "fp32", "fp16"] = "auto"
     store_dim: int | None = Field(
-        256, description="Stored dimension: truncate and renormalise (Matryoshka); unset keeps the full width."
+        256, ge=1, description="Stored dimension: truncate and renormalise (Matryoshka); unset keeps the full width."
     )
 
 
@@ -75,7 +75,9 @@ class TextSettings(BaseModel):
     ocr: bool = True
     ocr_min_score: float = Field(0.5, ge=0, le=1)
     max_phrases: int = Field(20, ge=0)
-    store_dim: int | None = Field(256, description="Stored dimension of the minilm backend (vision: the model's).")
+    store_dim: int | None = Field(
+        256, ge=1, description="Stored dimension of the minilm backend (vision: the model's)."
+    )
 
 
 class ModelsSettings(StreamSettings):

@@ -1,12 +1,15 @@
 """Every number a person can set has a floor: a value below it is one settings line naming the
 variable, never a worker that starts with no threads, no partitions or a negative timeout.
 
-A property over the settings models, so a numeric setting added later without a bound fails here."""
+Optional numbers (unset: a default behaviour) count too. A property over the settings models, so
+a numeric setting added later without a bound fails here."""
 
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Iterator
+from types import NoneType
 
 import annotated_types as at
 import pytest
@@ -23,7 +26,7 @@ def numeric_fields(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterat
         kind = info.annotation
         if isinstance(kind, type) and issubclass(kind, BaseModel):
             yield from numeric_fields(kind, (*path, name))
-        elif kind in (int, float):
+        elif kind in (int, float) or set(typing.get_args(kind)) in ({int, NoneType}, {float, NoneType}):
             yield (*path, name), info
 
 
@@ -61,7 +64,7 @@ def test_a_value_below_the_floor_is_one_line_naming_its_variable(
     bound = floor(ALL[path])
     assert bound is not None
     low, strict = bound
-    kind = ALL[path].annotation
+    kind = int if int in (ALL[path].annotation, *typing.get_args(ALL[path].annotation)) else float
     below = low if strict else (low - 1 if kind is int else math.nextafter(low, -math.inf))
     text = str(int(below)) if kind is int else repr(below)
     monkeypatch.setenv(env_name(path), text)
