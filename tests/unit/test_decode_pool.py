@@ -6,9 +6,12 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import time
+from collections.abc import Iterator
 
 import pydantic
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from devstack.samples import find_sample_photos
 from media.decode import DecodedImage, DecodeError, decode_image
@@ -123,3 +126,45 @@ def test_a_pool_needs_a_process() -> None:
 def test_settings_refuse_what_no_worker_could_run(field: str, value: int) -> None:
     with pytest.raises(pydantic.ValidationError, match=field):
         FetchSettings(**{field: value})
+
+
+@st.composite
+def hostile_images(draw: st.DrawFn) -> bytes:
+    """Bytes a stranger's URL may serve: random, or a real photo cut, flipped or spliced."""
+    photo = draw(st.sampled_from(PHOTOS)).read_bytes()
+    kind = draw(st.sampled_from(["random", "cut", "flipped", "spliced"]))
+    if kind == "random":
+        return draw(st.binary(max_size=2000))
+    if kind == "cut":
+        return photo[: draw(st.integers(0, len(photo) - 1))]
+    data = bytearray(photo)
+    for _ in range(draw(st.integers(1, 16))):
+        at = draw(st.integers(0, len(data) - 1))
+        if kind == "flipped":
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        else:
+            data[at:at] = draw(st.binary(min_size=1, max_size=64))
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def shared_pool() -> Iterator[DecodePool]:
+    pool = DecodePool(SETTINGS, 2)
+    yield pool
+    pool.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=hostile_images())
+def test_hostile_bytes_become_a_frame_or_a_refusal_as_in_a_thread(shared_pool: DecodePool, data: bytes) -> None:
+    """Whatever the bytes, the child answers what decode_image in this process answers."""
+    try:
+        expected: DecodedImage | str = decode_image(data, SETTINGS)
+    except DecodeError as exc:
+        expected = exc.error_class
+    try:
+        got: DecodedImage | str = shared_pool.submit(data).result(60)
+    except DecodeError as exc:
+        got = exc.error_class
+    assert got == expected
+    assert shared_pool.crashes == 0
